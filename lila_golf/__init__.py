@@ -1,0 +1,1 @@
+"""lila_golf: Parameter-Golf-style language modelling toolkit."""
