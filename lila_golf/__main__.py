@@ -1,0 +1,39 @@
+"""Command line: `python -m lila_golf <command>` (the same as the `lila-golf` console script).
+
+    python -m lila_golf demo                 # train (smoke preset), pack and score, end to end
+    python -m lila_golf train                # the training script, configured by env vars
+    python -m lila_golf bundle [--check]     # generate train_gpt.py from the package
+    python -m lila_golf data --help          # fetch / tokenize / train-tokenizer / stats
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command module -> its parser-registering function; modules are imported only when building the parser
+COMMANDS = [
+    ("lila_golf.demo", "add_demo_parser"),
+    ("lila_golf.demo", "add_train_parser"),
+    ("lila_golf.bundle", "add_bundle_parser"),
+    ("lila_golf.datacmd", "add_data_parser"),
+    ("lila_golf.audit", "add_audit_parser"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lila-golf", description=__doc__.split("\n\n")[0])
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for module_name, adder in COMMANDS:
+        module = importlib.import_module(module_name)
+        getattr(module, adder)(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

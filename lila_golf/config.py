@@ -1,0 +1,197 @@
+"""Hyperparameters: the one place configuration is read.
+
+Every field is read from its UPPER_CASE environment variable (challenge format); `PRESET` picks a
+named set of defaults first, and explicitly set variables override the preset:
+
+    PRESET=smoke DATA_PATH=data/datasets/fineweb10B_sp1024 python train_gpt.py
+    PRESET=record torchrun --standalone --nproc_per_node=8 train_gpt.py
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+
+PRESETS: dict[str, dict[str, object]] = {
+    # a few seconds on 2 CPU cores: used by the test suite
+    "test": dict(
+        num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2, mlp_mult=2, train_seq_len=64,
+        train_batch_tokens=1024, grad_accum_total=2, iterations=20, warmup_steps=2,
+        warmdown_steps=5, val_loss_every=0, train_log_every=1, max_wallclock_seconds=0.0,
+        val_max_tokens=4096, ema_decay=0.0, bigram_hash_buckets=0,
+    ),
+    # about a minute on 2 CPU cores
+    "smoke": dict(
+        num_layers=4, model_dim=128, num_heads=4, num_kv_heads=2, mlp_mult=2, train_seq_len=256,
+        train_batch_tokens=8192, grad_accum_total=1, iterations=150, warmup_steps=10,
+        warmdown_steps=60, val_loss_every=50, train_log_every=10, max_wallclock_seconds=60.0,
+        val_max_tokens=32768,
+    ),
+    # the CPU benchmark: 600 s on a 2-core machine, scored on the whole val head
+    "cpu_track": dict(
+        num_layers=6, model_dim=256, num_heads=4, num_kv_heads=2, mlp_mult=3, train_seq_len=512,
+        train_batch_tokens=16384, grad_accum_total=1, iterations=100000, warmup_steps=10,
+        warmdown_steps=150, val_loss_every=0, train_log_every=25, max_wallclock_seconds=600.0,
+    ),
+    # full size for 8xH100, shaped like the public records (11 layers, d 512, int6)
+    "record": dict(
+        num_layers=11, model_dim=512, num_heads=8, num_kv_heads=4, mlp_mult=3, train_seq_len=2048,
+        train_batch_tokens=786432, grad_accum_total=8, iterations=20000, warmup_steps=20,
+        warmdown_steps=3500, val_loss_every=1000, train_log_every=100, max_wallclock_seconds=600.0,
+        bigram_hash_buckets=2048, xsa_last_n=4, rope_dims=16, activation="leaky_relu2",
+        ln_scale=True, smear_gate=True, value_residual=True, ema_decay=0.997,
+        quant_scheme="int6_gptq", codec="lzma", compile=True,
+    ),
+}
+
+
+@dataclass
+class Hyperparameters:
+    # --- run and data ---
+    preset: str = "smoke"
+    run_id: str = "run"
+    out_dir: str = "runs"
+    seed: int = 1337
+    data_path: str = "data/datasets/fineweb10B_sp1024"
+    tokenizer_path: str = "data/tokenizers/fineweb_1024_bpe.model"
+    vocab_size: int = 1024
+    val_max_tokens: int = 0  # 0 = every val token; else only the first N (labelled in the log)
+    # --- schedule ---
+    iterations: int = 20000
+    max_wallclock_seconds: float = 600.0  # 0 = no cap; the clock excludes warm-up and validation
+    train_batch_tokens: int = 524288  # global tokens per optimiser step
+    train_seq_len: int = 1024
+    grad_accum_total: int = 8  # micro-batches per step summed over all ranks (8 // world_size each)
+    warmup_steps: int = 20
+    warmdown_steps: int = 1200
+    val_loss_every: int = 0
+    val_batch_tokens: int = 65536
+    train_log_every: int = 100
+    checkpoint_every: int = 0
+    resume: bool = False
+    stop_at_step: int = 0  # > 0: exit after this step, as if cut off (to test RESUME)
+    # --- model ---
+    num_layers: int = 9
+    model_dim: int = 512
+    num_heads: int = 8
+    num_kv_heads: int = 4
+    mlp_mult: int = 2
+    activation: str = "relu2"  # relu2 | leaky_relu2
+    rope_base: float = 10000.0
+    rope_dims: int = 0  # 0 = rotary on the whole head; else on the first rope_dims dims
+    logit_softcap: float = 30.0
+    tied_embed_init_std: float = 0.005
+    qk_gain_init: float = 1.5
+    unet_skips: bool = True
+    smear_gate: bool = False
+    bigram_hash_buckets: int = 0  # 0 = off
+    bigram_dim: int = 128
+    xsa_last_n: int = 0
+    value_residual: bool = False
+    value_embed_layers: str = ""  # comma-separated layer indices that get value embeddings
+    recur_layers: str = ""  # comma-separated physical layers run a second time (depth recurrence)
+    ln_scale: bool = False
+    attn_geometry: str = "none"
+    # --- optimiser ---
+    matrix_lr: float = 0.04
+    embed_lr: float = 0.05
+    scalar_lr: float = 0.04
+    muon_momentum: float = 0.95
+    muon_momentum_warmup_start: float = 0.85
+    muon_momentum_warmup_steps: int = 500
+    muon_backend_steps: int = 5
+    muon_weight_decay: float = 0.0
+    adam_weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.95
+    adam_eps: float = 1e-8
+    grad_clip_norm: float = 0.0
+    # --- weight averaging ---
+    ema_decay: float = 0.0  # 0 = off
+    swa_every: int = 0  # 0 = off; else snapshot every N steps once the lr scale drops below 0.5
+    # --- complementary training ---
+    complement_alpha: float = 0.0  # per-token weight 1 - alpha * p_bigram(target)
+    # --- export and evaluation ---
+    quant_scheme: str = "int8"
+    codec: str = "zlib"
+    eval_stride: int = 0  # 0 = plain evaluation for the final score; else sliding windows
+    # --- hardware ---
+    compile: bool = False  # torch.compile; only honoured on CUDA
+    telemetry_every: int = 0
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Hyperparameters":
+        """Preset first, then every UPPER_CASE variable that is set overrides it."""
+        env = dict(os.environ) if env is None else env
+        preset = env.get("PRESET", cls.preset)
+        if preset not in PRESETS:
+            raise ValueError(f"PRESET={preset!r} is not one of {sorted(PRESETS)}")
+        values: dict[str, object] = {"preset": preset, **PRESETS[preset]}
+        for f in fields(cls):
+            key = f.name.upper()
+            if key in env and f.name != "preset":
+                values[f.name] = _parse_env_value(key, env[key], f.type)
+        hp = cls(**values)
+        hp.validate()
+        return hp
+
+    def validate(self) -> None:
+        if self.model_dim % self.num_heads:
+            raise ValueError(f"MODEL_DIM={self.model_dim} is not a multiple of NUM_HEADS={self.num_heads}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"NUM_HEADS={self.num_heads} is not a multiple of NUM_KV_HEADS={self.num_kv_heads}")
+        head_dim = self.model_dim // self.num_heads
+        if self.rope_dims % 2 or self.rope_dims > head_dim:
+            raise ValueError(f"ROPE_DIMS={self.rope_dims} must be even and at most head_dim={head_dim}")
+        if self.activation not in ("relu2", "leaky_relu2"):
+            raise ValueError(f"ACTIVATION={self.activation!r} is not relu2 or leaky_relu2")
+        for name in ("value_embed_layers", "recur_layers"):
+            for layer in layer_list(getattr(self, name)):
+                if not 0 <= layer < self.num_layers:
+                    raise ValueError(f"{name.upper()} names layer {layer}, outside 0..{self.num_layers - 1}")
+
+    def as_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+def layer_list(spec: str) -> list[int]:
+    """'3,4' -> [3, 4]; '' -> []."""
+    try:
+        return [int(s) for s in spec.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"expected comma-separated layer indices, got {spec!r}") from None
+
+
+def _parse_env_value(key: str, raw: str, type_name: object):
+    type_name = getattr(type_name, "__name__", type_name)
+    try:
+        if type_name == "bool":
+            if raw.strip().lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.strip().lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        if type_name == "int":
+            return int(raw)
+        if type_name == "float":
+            return float(raw)
+        return raw
+    except ValueError:
+        raise ValueError(f"environment variable {key}={raw!r} is not a valid {type_name}") from None
+
+
+@dataclass
+class DistEnv:
+    """What torchrun tells each process (RANK, WORLD_SIZE, LOCAL_RANK)."""
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    distributed: bool = field(default=False)
+
+
+def dist_env(env: dict[str, str] | None = None) -> DistEnv:
+    env = dict(os.environ) if env is None else env
+    if "RANK" not in env or "WORLD_SIZE" not in env:
+        return DistEnv()
+    world_size = int(env["WORLD_SIZE"])
+    return DistEnv(int(env["RANK"]), world_size, int(env.get("LOCAL_RANK", "0")), world_size > 1)

@@ -1,0 +1,99 @@
+"""Launch runs the way a record runs: bundle train_gpt.py into the run folder and execute that file.
+
+    python -m lila_golf demo                       # smoke preset, end to end: train, pack, score
+    python -m lila_golf train --preset cpu_track --run-id my_run [--nproc 2]
+
+A run folder (runs/<run_id>/) holds train.log, config.json, the artifact and the exact train_gpt.py
+that ran. Data: DATA_PATH/TOKENIZER_PATH (or --data-path/--tokenizer) when given, else the challenge's
+data/ layout in the working directory, else an embedded corpus built offline (scores on it are
+labelled "not FineWeb").
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .bundle import write_bundle
+
+
+def parse_log(path: Path) -> dict[str, str]:
+    """Last value of every `key:value` token in a run log (later lines win)."""
+    values: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        words = line.split()
+        prefix = words[0] if words and ":" not in words[0] else ""
+        for word in words:
+            if ":" in word:
+                key, _, value = word.partition(":")
+                values[f"{prefix}.{key}" if prefix else key] = value
+    return values
+
+
+def launch_run(run_dir: Path, env: dict[str, str], nproc: int = 1) -> int:
+    """Bundle train_gpt.py into run_dir and run it there (torchrun when nproc > 1)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    script = run_dir / "train_gpt.py"
+    write_bundle(script)
+    env = {**os.environ, **env, "OUT_DIR": str(run_dir.parent), "RUN_ID": run_dir.name}
+    if nproc > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(script)]
+    else:
+        cmd = [sys.executable, str(script)]
+    return subprocess.call(cmd, env=env)
+
+
+def resolve_run_data(args) -> tuple[str, str, bool]:
+    from .datacmd import resolve_data
+    return resolve_data(args.data_path or os.environ.get("DATA_PATH"),
+                        args.tokenizer or os.environ.get("TOKENIZER_PATH"))
+
+
+def run_train(args) -> int:
+    data_path, tokenizer, is_fineweb = resolve_run_data(args)
+    run_id = args.run_id or f"{args.preset}_{time.strftime('%Y%m%d_%H%M%S')}"
+    run_dir = Path(args.out) / run_id
+    env = {"PRESET": args.preset, "DATA_PATH": data_path, "TOKENIZER_PATH": tokenizer}
+    if args.seed is not None:
+        env["SEED"] = str(args.seed)
+    status = launch_run(run_dir, env, args.nproc)
+    summarise(run_dir, is_fineweb)
+    return status
+
+
+def summarise(run_dir: Path, is_fineweb: bool) -> None:
+    log_path = run_dir / "train.log"
+    if not log_path.exists():
+        print(f"run failed before writing {log_path}")
+        return
+    values = parse_log(log_path)
+    label = "" if is_fineweb else "  (embedded pydoc corpus: NOT FineWeb, not comparable to challenge scores)"
+    roundtrip = [k for k in values if k.endswith("_roundtrip.val_bpb")]
+    if roundtrip:
+        print(f"val_bpb:{values[roundtrip[0]]}{label}")
+    print(f"bytes_total:{values.get('bytes_total', '?')} bytes_model:{values.get('bytes_model', '?')} "
+          f"bytes_code:{values.get('bytes_code', '?')} valid:{values.get('artifact_valid', '?')}")
+    print(f"run_dir:{run_dir}")
+
+
+def _add_run_args(p, preset: str) -> None:
+    p.add_argument("--preset", default=preset, help=f"config preset (default {preset})")
+    p.add_argument("--data-path", "--data_path", default=None, help="folder with fineweb_{train,val}_*.bin")
+    p.add_argument("--tokenizer", default=None, help="SentencePiece model matching the shards")
+    p.add_argument("--out", default="runs", help="parent folder of run folders")
+    p.add_argument("--run-id", "--run_id", default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--nproc", type=int, default=1, help="processes (torchrun --nproc_per_node)")
+    p.set_defaults(func=run_train)
+
+
+def add_demo_parser(subparsers) -> None:
+    p = subparsers.add_parser("demo", help="train the smoke preset end to end, pack and score")
+    _add_run_args(p, "smoke")
+
+
+def add_train_parser(subparsers) -> None:
+    p = subparsers.add_parser("train", help="run a training preset in a run folder (other settings: env vars)")
+    _add_run_args(p, "cpu_track")

@@ -1,0 +1,264 @@
+"""GPT for parameter golf: tied embeddings, RMSNorm, logit softcap, orthogonal init, and each record
+technique behind its own switch (GQA, partial RoPE, LeakyReLU(0.5)^2, U-Net skips, SmearGate,
+BigramHash, XSA, value residual, value embeddings, depth recurrence, LN scale).
+
+Shapes: B batch, T time, D model_dim, H query heads, K kv heads, hd head_dim, V vocab.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import layer_list
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 1024
+    num_layers: int = 9
+    model_dim: int = 512
+    num_heads: int = 8
+    num_kv_heads: int = 4
+    mlp_mult: int = 2
+    activation: str = "relu2"
+    rope_base: float = 10000.0
+    rope_dims: int = 0
+    logit_softcap: float = 30.0
+    tied_embed_init_std: float = 0.005
+    qk_gain_init: float = 1.5
+    unet_skips: bool = True
+    smear_gate: bool = False
+    bigram_hash_buckets: int = 0
+    bigram_dim: int = 128
+    xsa_last_n: int = 0
+    value_residual: bool = False
+    value_embed_layers: str = ""
+    recur_layers: str = ""
+    ln_scale: bool = False
+    attn_geometry: str = "none"
+
+    @classmethod
+    def from_hparams(cls, hp) -> "GPTConfig":
+        return cls(**{k: getattr(hp, k) for k in cls.__dataclass_fields__})
+
+
+def rms_norm(x: torch.Tensor) -> torch.Tensor:
+    return F.rms_norm(x, (x.size(-1),))
+
+
+class Rotary(nn.Module):
+    """RoPE on the first `dims` dims of each head (partial RoPE); the rest pass through."""
+
+    def __init__(self, head_dim: int, dims: int, base: float):
+        super().__init__()
+        self.dims = dims or head_dim
+        inv_freq = 1.0 / base ** (torch.arange(0, self.dims, 2, dtype=torch.float32) / self.dims)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (B, T, heads, hd)
+        t = torch.arange(x.size(1), device=x.device, dtype=torch.float32)
+        freqs = torch.outer(t, self.inv_freq)  # (T, dims/2)
+        cos, sin = freqs.cos()[None, :, None, :], freqs.sin()[None, :, None, :]
+        rot, rest = x[..., : self.dims], x[..., self.dims:]
+        x1, x2 = rot.float().chunk(2, dim=-1)
+        rotated = torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1).type_as(x)
+        return torch.cat((rotated, rest), dim=-1)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig, layer: int):
+        super().__init__()
+        self.num_heads, self.num_kv_heads = cfg.num_heads, cfg.num_kv_heads
+        self.head_dim = cfg.model_dim // cfg.num_heads
+        kv_dim = self.num_kv_heads * self.head_dim
+        self.c_q = nn.Linear(cfg.model_dim, cfg.model_dim, bias=False)
+        self.c_k = nn.Linear(cfg.model_dim, kv_dim, bias=False)  # GQA: K/V are kv_heads/heads of Q
+        self.c_v = nn.Linear(cfg.model_dim, kv_dim, bias=False)
+        self.proj = nn.Linear(cfg.model_dim, cfg.model_dim, bias=False)
+        self.proj._zero_init = True
+        self.q_gain = nn.Parameter(torch.full((cfg.num_heads,), cfg.qk_gain_init))
+        self.rotary = Rotary(self.head_dim, cfg.rope_dims, cfg.rope_base)
+        self.use_xsa = layer >= cfg.num_layers - cfg.xsa_last_n
+        self.use_value_residual = cfg.value_residual and layer > 0
+        if self.use_value_residual:
+            self.v_mix = nn.Parameter(torch.tensor(0.5))  # weight of this layer's own values
+
+    def forward(self, x, v_first=None, value_embed=None):
+        """x: (B, T, D); v_first: (B, T, K, hd) from layer 0; value_embed: (B, T, K*hd) or None."""
+        B, T, _ = x.shape
+        q = self.c_q(x).view(B, T, self.num_heads, self.head_dim)
+        k = self.c_k(x).view(B, T, self.num_kv_heads, self.head_dim)
+        v = self.c_v(x)
+        if value_embed is not None:
+            v = v + value_embed
+        v = v.view(B, T, self.num_kv_heads, self.head_dim)
+        if self.use_value_residual and v_first is not None:
+            v = self.v_mix * v + (1 - self.v_mix) * v_first
+        q, k = self.rotary(rms_norm(q)), self.rotary(rms_norm(k))
+        q = q * self.q_gain.to(q.dtype)[None, None, :, None]
+        y = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
+            enable_gqa=self.num_kv_heads != self.num_heads,
+        ).transpose(1, 2)  # (B, T, H, hd)
+        if self.use_xsa:
+            y = exclusive_self_attention(y, v)
+        return self.proj(y.reshape(B, T, -1)), v
+
+
+def exclusive_self_attention(y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """XSA (arXiv 2603.09078): remove from each head's output its component along the token's own
+    normalised value. y: (B, T, H, hd); v: (B, T, K, hd), each kv head shared by H/K query heads."""
+    group = y.size(2) // v.size(2)
+    v_hat = F.normalize(v, dim=-1).repeat_interleave(group, dim=2)  # (B, T, H, hd)
+    return y - (y * v_hat).sum(-1, keepdim=True) * v_hat
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.fc = nn.Linear(cfg.model_dim, cfg.mlp_mult * cfg.model_dim, bias=False)
+        self.proj = nn.Linear(cfg.mlp_mult * cfg.model_dim, cfg.model_dim, bias=False)
+        self.proj._zero_init = True
+        self.leaky = cfg.activation == "leaky_relu2"
+
+    def forward(self, x):
+        h = self.fc(x)
+        h = F.leaky_relu(h, 0.5) if self.leaky else F.relu(h)
+        return self.proj(h.square())
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig, layer: int):
+        super().__init__()
+        self.attn = CausalSelfAttention(cfg, layer)
+        self.mlp = MLP(cfg)
+        self.attn_scale = nn.Parameter(torch.ones(cfg.model_dim))
+        self.mlp_scale = nn.Parameter(torch.ones(cfg.model_dim))
+        # resid_mix: each block re-reads the embedding x0 (challenge baseline)
+        self.resid_mix = nn.Parameter(torch.stack((torch.ones(cfg.model_dim), torch.zeros(cfg.model_dim))))
+
+    def forward(self, x, x0, ln_gain: float, v_first=None, value_embed=None):
+        x = self.resid_mix[0] * x + self.resid_mix[1] * x0
+        attn_out, v = self.attn(rms_norm(x) * ln_gain, v_first, value_embed)
+        x = x + self.attn_scale * attn_out
+        x = x + self.mlp_scale * self.mlp(rms_norm(x) * ln_gain)
+        return x, v
+
+
+class SmearGate(nn.Module):
+    """Mix each position's embedding with the previous position's, per dimension (causal)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.gate = nn.Parameter(torch.full((dim,), -2.0))
+
+    def forward(self, x):
+        prev = F.pad(x[:, :-1], (0, 0, 1, 0))  # (B, T, D), zeros before the first token
+        g = torch.sigmoid(self.gate)
+        return (1 - g) * x + g * prev
+
+
+class BigramHash(nn.Module):
+    """An embedding of hash(previous token, token) added to the input (buckets-1 is 'no previous')."""
+
+    def __init__(self, buckets: int, dim: int, model_dim: int):
+        super().__init__()
+        self.buckets = buckets
+        self.embed = nn.Embedding(buckets, dim)
+        self.proj = nn.Linear(dim, model_dim, bias=False)
+        self.proj._zero_init = True
+
+    def forward(self, idx):
+        prev = F.pad(idx[:, :-1], (1, 0), value=-1)
+        h = (prev * 1000003 + idx * 97) % (self.buckets - 1)
+        h = torch.where(prev < 0, torch.full_like(h, self.buckets - 1), h)
+        return self.proj(self.embed(h))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
+        self.schedule = layer_schedule(cfg.num_layers, layer_list(cfg.recur_layers))
+        self.num_skips = cfg.num_layers // 2
+        self.skip_weights = nn.Parameter(torch.ones(self.num_skips, cfg.model_dim))
+        self.smear = SmearGate(cfg.model_dim) if cfg.smear_gate else None
+        self.bigram = BigramHash(cfg.bigram_hash_buckets, cfg.bigram_dim, cfg.model_dim) if cfg.bigram_hash_buckets else None
+        self.ve_layers = layer_list(cfg.value_embed_layers)
+        if self.ve_layers:
+            kv_dim = cfg.num_kv_heads * (cfg.model_dim // cfg.num_heads)
+            self.value_embed = nn.Embedding(cfg.vocab_size, kv_dim)
+            self.ve_scale = nn.Parameter(torch.full((len(self.ve_layers),), 0.5))
+        # runtime switches (tests flip them on one instance to show each one matters)
+        self.use_unet, self.use_ln_scale = cfg.unet_skips, cfg.ln_scale
+        self._init_weights(cfg)
+
+    def _init_weights(self, cfg: GPTConfig):
+        nn.init.normal_(self.tok_emb.weight, std=cfg.tied_embed_init_std)
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                if getattr(module, "_zero_init", False):
+                    nn.init.zeros_(module.weight)
+                else:
+                    nn.init.orthogonal_(module.weight)
+        if self.ve_layers:
+            nn.init.normal_(self.value_embed.weight, std=cfg.tied_embed_init_std)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """idx: (B, T) int64 -> logits (B, T, V), softcapped."""
+        x = self.tok_emb(idx)
+        if self.bigram is not None:
+            x = x + self.bigram(idx)
+        if self.smear is not None:
+            x = self.smear(x)
+        x = x0 = rms_norm(x)
+        ve = self.value_embed(idx) if self.ve_layers else None
+        skips, v_first, n = [], None, len(self.schedule)
+        for pos, layer in enumerate(self.schedule):
+            if self.use_unet and pos >= n - self.num_skips and skips:
+                x = x + self.skip_weights[n - 1 - pos] * skips.pop()
+            ln_gain = 1.0 / math.sqrt(pos + 1) if self.use_ln_scale else 1.0
+            layer_ve = None
+            if layer in self.ve_layers:
+                layer_ve = self.ve_scale[self.ve_layers.index(layer)] * ve
+            x, v = self.blocks[layer](x, x0, ln_gain, v_first, layer_ve)
+            if v_first is None:
+                v_first = v
+            if self.use_unet and pos < self.num_skips:
+                skips.append(x)
+        logits = F.linear(rms_norm(x), self.tok_emb.weight)
+        cap = self.cfg.logit_softcap
+        return cap * torch.tanh(logits / cap) if cap > 0 else logits
+
+    def loss(self, idx, targets, weights=None) -> torch.Tensor:
+        return lm_loss(self.forward(idx), targets, weights)
+
+
+def lm_loss(logits, targets, weights=None) -> torch.Tensor:
+    """Mean cross-entropy over every target (optionally per-token weighted). logits: (B, T, V)."""
+    nll = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="none")
+    if weights is None:
+        return nll.mean()
+    w = weights.reshape(-1)
+    return (nll * w).sum() / w.sum()
+
+
+def layer_schedule(num_layers: int, recur_layers: list[int]) -> list[int]:
+    """Physical block index per virtual layer: recurrent layers run twice, back to back as a group.
+    E.g. 6 layers, recur [2, 3] -> [0, 1, 2, 3, 2, 3, 4, 5]."""
+    if not recur_layers:
+        return list(range(num_layers))
+    recur = sorted(recur_layers)
+    last = recur[-1]
+    return list(range(last + 1)) + recur + list(range(last + 1, num_layers))
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,352 @@
+"""Training in the challenge's format; `main()` is the entry of the bundled train_gpt.py.
+
+    PRESET=smoke python train_gpt.py
+    PRESET=record torchrun --standalone --nproc_per_node=8 train_gpt.py
+    DATA_PATH=... TOKENIZER_PATH=... PRESET=test torchrun --standalone --nproc_per_node=2 train_gpt.py
+
+Phases: set-up (config, data, model, optimisers) -> timed loop (wall clock excludes compile warm-up
+and validation) -> weight averaging -> export (quantise + code) -> reload from disk -> re-evaluate.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from .config import Hyperparameters, dist_env
+from .data import DistributedTokenLoader, build_byte_tables, load_tokenizer, load_val_tokens, read_shard, shard_paths, target_bytes, tokenizer_sha256
+from .model import GPT, GPTConfig, count_params, lm_loss
+from .optim import EMA, SWA, build_optimizers, lr_scale, muon_momentum_at
+from .artifact import load_artifact, save_artifact
+from .checkpoint import flatten_optimizer_state, load_checkpoint, save_checkpoint, unflatten_optimizer_state
+from .evaluate import eval_val_plain
+from .quant import collect_hessians
+
+ARTIFACT_LIMIT_BYTES = 16_000_000
+
+
+class RunLog:
+    """`key:value` lines to stdout and the run's log file, from rank 0 only."""
+
+    def __init__(self, path: str | None, master: bool):
+        self.path, self.master = path, master
+
+    def __call__(self, line: str) -> None:
+        if not self.master:
+            return
+        print(line, flush=True)
+        if self.path:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+
+
+def setup_device(denv):
+    if torch.cuda.is_available():
+        device = torch.device("cuda", denv.local_rank)
+        torch.cuda.set_device(device)
+        return device, lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.device("cpu"), None
+
+
+def log_environment(log, hp, denv, device, code_bytes: bytes, code_path: str):
+    log(f"code_sha256:{hashlib.sha256(code_bytes).hexdigest()} code_path:{os.path.basename(code_path)} bytes_code:{len(code_bytes)}")
+    log(f"python:{platform.python_version()} torch:{torch.__version__} numpy:{np.__version__}")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    log(f"device:{device.type} device_name:{name.replace(' ', '_')} world_size:{denv.world_size} threads:{torch.get_num_threads()}")
+    log("config " + " ".join(f"{k}:{v}" for k, v in hp.as_dict().items()))
+
+
+def bigram_probs(pattern: str, vocab_size: int, max_tokens: int = 20_000_000) -> torch.Tensor:
+    """p(next | prev) from counts over the training shards only (complementary training)."""
+    counts = np.zeros(vocab_size * vocab_size, dtype=np.int64)
+    seen = 0
+    for path in shard_paths(pattern):
+        toks = read_shard(path, vocab_size)[: max_tokens - seen].astype(np.int64)
+        counts += np.bincount(toks[:-1] * vocab_size + toks[1:], minlength=vocab_size * vocab_size)
+        seen += len(toks)
+        if seen >= max_tokens:
+            break
+    counts = counts.reshape(vocab_size, vocab_size).astype(np.float64) + 0.01
+    return torch.from_numpy(counts / counts.sum(1, keepdims=True)).float()
+
+
+def build_model(hp, device) -> GPT:
+    return GPT(GPTConfig.from_hparams(hp)).to(device)
+
+
+def optimizer_kwargs(hp, device) -> dict:
+    return dict(matrix_lr=hp.matrix_lr, embed_lr=hp.embed_lr, scalar_lr=hp.scalar_lr,
+                muon_momentum=hp.muon_momentum, muon_backend_steps=hp.muon_backend_steps,
+                muon_weight_decay=hp.muon_weight_decay, adam_weight_decay=hp.adam_weight_decay,
+                beta1=hp.beta1, beta2=hp.beta2, adam_eps=hp.adam_eps, fused=device.type == "cuda")
+
+
+class Trainer:
+    """One optimiser step = grad_accum micro-batches on each rank; all ranks see one global batch."""
+
+    def __init__(self, hp, denv, device, autocast, model, log):
+        if hp.grad_accum_total % denv.world_size:
+            raise ValueError(f"GRAD_ACCUM_TOTAL={hp.grad_accum_total} is not a multiple of world_size={denv.world_size}")
+        self.hp, self.denv, self.device, self.autocast, self.log = hp, denv, device, autocast, log
+        self.model = model
+        self.micro_steps = hp.grad_accum_total // denv.world_size
+        self.ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if denv.distributed else None
+        forward_model = self.ddp or model
+        self.forward_model = torch.compile(forward_model) if hp.compile and device.type == "cuda" else forward_model
+        self.optimizers = build_optimizers(model, **optimizer_kwargs(hp, device))
+        self.ema = EMA(model, hp.ema_decay) if hp.ema_decay > 0 else None
+        self.swa = SWA(model) if hp.swa_every > 0 else None
+        self.loader = DistributedTokenLoader(os.path.join(hp.data_path, "fineweb_train_*.bin"), denv.rank, denv.world_size, hp.vocab_size)
+        self.bigram = None
+        if hp.complement_alpha > 0:
+            self.bigram = bigram_probs(os.path.join(hp.data_path, "fineweb_train_*.bin"), hp.vocab_size).to(device)
+
+    def micro_loss(self, x, y):
+        weights = None
+        if self.bigram is not None:
+            weights = 1.0 - self.hp.complement_alpha * self.bigram[x, y]
+        ctx = self.autocast() if self.autocast else contextlib.nullcontext()
+        with ctx:
+            # through the (DDP/compiled) wrapper: DDP only syncs gradients of its own forward
+            return lm_loss(self.forward_model(x), y, weights)
+
+    def step(self, step: int, elapsed_ms: float) -> float:
+        hp = self.hp
+        total = 0.0
+        for micro in range(self.micro_steps):
+            x, y = self.loader.next_batch(hp.train_batch_tokens, hp.train_seq_len, self.micro_steps)
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            sync = self.ddp is None or micro == self.micro_steps - 1
+            with contextlib.nullcontext() if sync else self.ddp.no_sync():
+                loss = self.micro_loss(x, y) / self.micro_steps
+                loss.backward()
+            total += float(loss.detach())
+        scale = lr_scale(step, elapsed_ms, warmup_steps=hp.warmup_steps, warmdown_steps=hp.warmdown_steps,
+                         iterations=hp.iterations, max_wallclock_ms=1000 * hp.max_wallclock_seconds)
+        momentum = muon_momentum_at(step, start=hp.muon_momentum_warmup_start, end=hp.muon_momentum,
+                                    warmup_steps=hp.muon_momentum_warmup_steps)
+        for opt in self.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = group["base_lr"] * scale
+                if "momentum" in group:
+                    group["momentum"] = momentum
+        if hp.grad_clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), hp.grad_clip_norm)
+        for opt in self.optimizers:
+            opt.step()
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.model)
+        if self.swa is not None and scale < 0.5 and step % hp.swa_every == 0:
+            self.swa.add(self.model)
+        return self.global_mean(total)
+
+    def global_mean(self, value: float) -> float:
+        if not self.denv.distributed:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return float(t) / self.denv.world_size
+
+    # --- checkpoints (no pickle) ---
+    def save(self, path: str, step: int, train_time_ms: float) -> None:
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        meta = {"step": step, "train_time_ms": train_time_ms, "loader": self.loader.state_dict(),
+                "optimizers": [flatten_optimizer_state(f"opt{i}", o.state_dict(), tensors) for i, o in enumerate(self.optimizers)]}
+        for name, avg in (("ema", self.ema), ("swa", self.swa)):
+            if avg is not None:
+                state = avg.state_dict()
+                meta[name] = {k: v for k, v in state.items() if not torch.is_tensor(v) and not isinstance(v, dict)}
+                for k, v in state.items():
+                    if isinstance(v, dict):
+                        tensors.update({f"{name}.{k}.{n}": t for n, t in v.items()})
+                        meta[name][k] = {"tensor_dict": f"{name}.{k}."}
+        save_checkpoint(path, tensors, meta)
+
+    def load(self, path: str) -> tuple[int, float]:
+        tensors, meta = load_checkpoint(path)
+        self.model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+        for opt, flat in zip(self.optimizers, meta["optimizers"]):
+            state = unflatten_optimizer_state(flat, tensors)
+            for pstate in state["state"].values():
+                for k, v in pstate.items():
+                    if torch.is_tensor(v):
+                        pstate[k] = v.to(self.device)
+            opt.load_state_dict(state)
+        for name, avg in (("ema", self.ema), ("swa", self.swa)):
+            if avg is not None and name in meta:
+                state = {}
+                for k, v in meta[name].items():
+                    if isinstance(v, dict) and "tensor_dict" in v:
+                        prefix = v["tensor_dict"]
+                        state[k] = {n[len(prefix):]: t.to(self.device) for n, t in tensors.items() if n.startswith(prefix)}
+                    else:
+                        state[k] = v
+                avg.load_state_dict(state)
+        self.loader.load_state_dict(meta["loader"])
+        return meta["step"], meta["train_time_ms"]
+
+
+def compile_warmup(trainer: Trainer, steps: int) -> None:
+    """Run a few steps to compile, then restore the initial weights, optimisers and data position
+    (the challenge does not count compilation as training)."""
+    model_state = copy.deepcopy(trainer.model.state_dict())
+    opt_states = [copy.deepcopy(o.state_dict()) for o in trainer.optimizers]
+    loader_state = trainer.loader.state_dict()
+    for step in range(steps):
+        trainer.step(step, 0.0)
+    trainer.model.load_state_dict(model_state)
+    for opt, state in zip(trainer.optimizers, opt_states):
+        opt.load_state_dict(state)
+    trainer.loader.load_state_dict(loader_state)
+    if trainer.ema is not None:
+        trainer.ema = EMA(trainer.model, trainer.hp.ema_decay)
+
+
+def run_validation(model, val, hp, device, autocast, denv):
+    return eval_val_plain(model, val["tokens"], val["bytes"], hp.train_seq_len, device,
+                          batch_seqs=max(1, hp.val_batch_tokens // hp.train_seq_len),
+                          rank=denv.rank, world_size=denv.world_size, autocast=autocast)
+
+
+def load_validation(hp, sp_tables, log) -> dict:
+    tokens = load_val_tokens(os.path.join(hp.data_path, "fineweb_val_*.bin"), hp.vocab_size)
+    if hp.val_max_tokens and hp.val_max_tokens + 1 < len(tokens):
+        tokens = tokens[: hp.val_max_tokens + 1]
+        log(f"val_subset:first_{hp.val_max_tokens}_targets (NOT the full val set)")
+    tokens = np.asarray(tokens, dtype=np.int64)
+    return {"tokens": tokens, "bytes": target_bytes(tokens[:-1], tokens[1:], sp_tables)}
+
+
+def export_and_roundtrip(trainer, hp, denv, device, autocast, val, log, run_dir, code_bytes, tok_sha) -> int:
+    """Quantise + code the final weights, reload them from disk into a fresh model, re-evaluate."""
+    model = trainer.model
+    artifact_path = os.path.join(run_dir, f"final_model.{hp.quant_scheme}.{hp.codec}.lgz")
+    hessians = None
+    if hp.quant_scheme == "int6_gptq":
+        batches = [trainer.loader.next_batch(hp.train_batch_tokens, hp.train_seq_len, trainer.micro_steps)[0].to(device) for _ in range(4)]
+        hessians = collect_hessians(model, batches)
+    if denv.rank == 0:
+        state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+        t0 = time.perf_counter()
+        save_artifact(artifact_path, state, model_config=GPTConfig.from_hparams(hp).__dict__,
+                      tokenizer_sha256=tok_sha, scheme=hp.quant_scheme, codec=hp.codec, hessians=hessians)
+        log(f"export_time_ms:{1000 * (time.perf_counter() - t0):.0f}")
+    if denv.distributed:
+        dist.barrier()
+    state, header = load_artifact(artifact_path, tokenizer_sha256=tok_sha)
+    fresh = GPT(GPTConfig(**header["model_config"])).to(device)
+    fresh.load_state_dict(state)
+    t0 = time.perf_counter()
+    res = run_validation(fresh, val, hp, device, autocast, denv)
+    eval_ms = 1000 * (time.perf_counter() - t0)
+    bytes_model = os.path.getsize(artifact_path)
+    bytes_total = bytes_model + len(code_bytes)
+    tag = f"final_{hp.quant_scheme}_{hp.codec}_roundtrip"
+    log(f"{tag} val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} tokens:{res['tokens']} bytes:{res['bytes']} eval_time:{eval_ms:.0f}ms")
+    log(f"bytes_code:{len(code_bytes)} bytes_model:{bytes_model} bytes_total:{bytes_total} limit:{ARTIFACT_LIMIT_BYTES}")
+    if bytes_total > ARTIFACT_LIMIT_BYTES:
+        log(f"artifact_valid:false over_limit_by:{bytes_total - ARTIFACT_LIMIT_BYTES}")
+        return 1
+    log("artifact_valid:true")
+    return 0
+
+
+def main() -> int:
+    hp = Hyperparameters.from_env()
+    denv = dist_env()
+    device, autocast = setup_device(denv)
+    if denv.distributed:
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    master = denv.rank == 0
+    run_dir = os.path.join(hp.out_dir, hp.run_id)
+    os.makedirs(run_dir, exist_ok=True)
+    log = RunLog(os.path.join(run_dir, "train.log"), master)
+    code_path = os.path.abspath(sys.argv[0])
+    with open(code_path, "rb") as f:
+        code_bytes = f.read()
+    log_environment(log, hp, denv, device, code_bytes, code_path)
+    if master:
+        with open(os.path.join(run_dir, "config.json"), "w", encoding="utf-8") as f:
+            json.dump(hp.as_dict(), f, indent=1)
+    torch.manual_seed(hp.seed)
+    np.random.seed(hp.seed)
+
+    sp = load_tokenizer(hp.tokenizer_path)
+    if sp.vocab_size() != hp.vocab_size:
+        raise ValueError(f"tokenizer {hp.tokenizer_path} has vocab {sp.vocab_size()} but VOCAB_SIZE={hp.vocab_size}")
+    tok_sha = tokenizer_sha256(hp.tokenizer_path)
+    val = load_validation(hp, build_byte_tables(sp, hp.vocab_size), log)
+    model = build_model(hp, device)
+    log(f"model_params:{count_params(model)} val_targets:{len(val['tokens']) - 1} val_bytes:{int(val['bytes'].sum())}")
+    trainer = Trainer(hp, denv, device, autocast, model, log)
+
+    ckpt_path = os.path.join(run_dir, "checkpoint.lgck")
+    start_step, train_time_ms = 0, 0.0
+    if hp.resume and os.path.exists(ckpt_path):
+        start_step, train_time_ms = trainer.load(ckpt_path)
+        log(f"resumed_from_step:{start_step} train_time:{train_time_ms:.0f}ms")
+    elif hp.compile and device.type == "cuda":
+        compile_warmup(trainer, 20)
+
+    cap_ms = 1000 * hp.max_wallclock_seconds
+    step = start_step
+    while True:
+        last_step = step >= hp.iterations or (cap_ms > 0 and train_time_ms >= cap_ms)
+        if denv.distributed:  # every rank must agree to stop on the same step
+            flag = torch.tensor([int(last_step)], device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            last_step = bool(flag.item())
+        should_eval = hp.val_loss_every > 0 and step > 0 and (step % hp.val_loss_every == 0 or last_step)
+        if should_eval:
+            res = run_validation(model, val, hp, device, autocast, denv)
+            log(f"step:{step}/{hp.iterations} val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} train_time:{train_time_ms:.0f}ms")
+        if last_step:
+            break
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        train_loss = trainer.step(step, train_time_ms)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        train_time_ms += 1000 * (time.perf_counter() - t0)
+        step += 1
+        if not math.isfinite(train_loss):
+            log(f"error:non_finite_loss step:{step} train_loss:{train_loss}")
+            raise FloatingPointError(f"train_loss is {train_loss} at step {step}: stopping (lower the learning rates or check the data)")
+        if hp.train_log_every and (step % hp.train_log_every == 0 or step <= 10):
+            log(f"step:{step}/{hp.iterations} train_loss:{train_loss:.6f} train_time:{train_time_ms:.0f}ms step_avg:{train_time_ms / (step - start_step or 1):.2f}ms")
+        if hp.checkpoint_every and step % hp.checkpoint_every == 0 and master:
+            trainer.save(ckpt_path, step, train_time_ms)
+        if hp.stop_at_step and step == hp.stop_at_step:
+            log(f"stopped_at_step:{step} (STOP_AT_STEP: simulated interruption)")
+            return 0
+    log(f"train_steps:{step} train_time_ms:{train_time_ms:.0f}")
+    if trainer.swa is not None and trainer.swa.count > 0:
+        trainer.swa.copy_to(model)
+        log(f"weights:swa snapshots:{trainer.swa.count}")
+    elif trainer.ema is not None:
+        trainer.ema.copy_to(model)
+        log(f"weights:ema decay:{hp.ema_decay}")
+    res = run_validation(model, val, hp, device, autocast, denv)
+    log(f"final_float val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} tokens:{res['tokens']} bytes:{res['bytes']}")
+    status = export_and_roundtrip(trainer, hp, denv, device, autocast, val, log, run_dir, code_bytes, tok_sha)
+    if denv.distributed:
+        dist.destroy_process_group()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
