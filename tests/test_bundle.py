@@ -1,0 +1,50 @@
+"""train_gpt.py is generated from the package: fresh, self-contained, within its budget."""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lila_golf.bundle import REPO_ROOT, BundleError, build_bundle, strip_module
+
+MAX_LINES, MAX_BYTES = 3000, 140_000  # stated in the README
+
+
+def test_committed_file_equals_fresh_bundle():
+    committed = (REPO_ROOT / "train_gpt.py").read_text(encoding="utf-8")
+    assert committed == build_bundle(), "train_gpt.py is stale: run `python -m lila_golf bundle`"
+
+
+def test_budget_holds():
+    text = build_bundle()
+    assert text.count("\n") <= MAX_LINES
+    assert len(text.encode()) <= MAX_BYTES
+
+
+def test_bundle_has_no_package_imports():
+    text = build_bundle()
+    assert not re.search(r"^\s*(from|import) (\.|lila_golf)", text, re.M)
+    compile(text, "train_gpt.py", "exec")
+
+
+def test_multiline_relative_import_is_refused():
+    with pytest.raises(BundleError, match="single-line"):
+        strip_module("x", "from .data import (\n    a,\n)\n")
+
+
+def test_standalone_copy_finishes_smoke(tmp_path, mini_data, sp1024_model):
+    """Copied alone into an empty folder, the file trains (smoke preset, shortened) and exports."""
+    script = tmp_path / "train_gpt.py"
+    script.write_bytes((REPO_ROOT / "train_gpt.py").read_bytes())
+    env = {**os.environ, "PRESET": "smoke", "DATA_PATH": str(mini_data), "TOKENIZER_PATH": str(sp1024_model),
+           "ITERATIONS": "12", "VAL_LOSS_EVERY": "6", "VAL_MAX_TOKENS": "8192", "RUN_ID": "smoke"}
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run([sys.executable, "-I", str(script)], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = (tmp_path / "runs" / "smoke" / "train.log").read_text()
+    assert "step:12/12 val_loss:" in log
+    assert re.search(r"final_int8_zlib_roundtrip val_loss:\S+ val_bpb:\S+", log)
+    assert list((tmp_path / "runs" / "smoke").glob("final_model.*"))

@@ -1,0 +1,83 @@
+"""End-to-end training through the bundled train_gpt.py: 1 vs 2 processes, resume, NaN stop, export."""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lila_golf.bundle import build_bundle
+from lila_golf.config import PRESETS, Hyperparameters
+
+STEP_LOSS = re.compile(r"^step:(\d+)/\d+ train_loss:([0-9.naif]+)", re.M)
+
+
+def run_script(tmp_path: Path, mini_data: Path, sp1024_model: Path, env: dict, nproc: int = 1, run_id="r"):
+    script = tmp_path / "train_gpt.py"
+    if not script.exists():
+        script.write_text(build_bundle())
+    full_env = {**os.environ, "PRESET": "test", "DATA_PATH": str(mini_data), "TOKENIZER_PATH": str(sp1024_model),
+                "OUT_DIR": str(tmp_path / "runs"), "RUN_ID": run_id, "OMP_NUM_THREADS": "1", **env}
+    cmd = [sys.executable, str(script)]
+    if nproc > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(script)]
+    proc = subprocess.run(cmd, env=full_env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    log_path = tmp_path / "runs" / run_id / "train.log"
+    log = log_path.read_text() if log_path.exists() else ""
+    return proc, log
+
+
+def step_losses(log: str) -> dict[int, float]:
+    return {int(s): float(v) for s, v in STEP_LOSS.findall(log)}
+
+
+def test_presets_and_env_override():
+    hp = Hyperparameters.from_env({"PRESET": "smoke", "NUM_LAYERS": "3", "EMA_DECAY": "0.9", "SMEAR_GATE": "1"})
+    assert (hp.num_layers, hp.ema_decay, hp.smear_gate) == (3, 0.9, True)
+    assert hp.model_dim == PRESETS["smoke"]["model_dim"]
+    with pytest.raises(ValueError, match="NUM_LAYERS"):
+        Hyperparameters.from_env({"NUM_LAYERS": "three"})
+    with pytest.raises(ValueError, match="PRESET"):
+        Hyperparameters.from_env({"PRESET": "nope"})
+    with pytest.raises(ValueError, match="NUM_KV_HEADS"):
+        Hyperparameters.from_env({"NUM_HEADS": "8", "NUM_KV_HEADS": "3"})
+
+
+def test_one_and_two_processes_agree(tmp_path, mini_data, sp1024_model):
+    one, log1 = run_script(tmp_path, mini_data, sp1024_model, {}, run_id="one")
+    assert one.returncode == 0, one.stderr[-3000:]
+    two, log2 = run_script(tmp_path, mini_data, sp1024_model, {}, nproc=2, run_id="two")
+    assert two.returncode == 0, two.stderr[-3000:]
+    l1, l2 = step_losses(log1), step_losses(log2)
+    assert sorted(l1) == list(range(1, 21)) and sorted(l2) == sorted(l1)
+    assert max(abs(l1[s] - l2[s]) for s in l1) < 1e-4
+    assert "world_size:2" in log2 and "world_size:1" in log1
+    # the run ended with the disk roundtrip and exact byte counts
+    m = re.search(r"final_int8_zlib_roundtrip val_loss:(\S+) val_bpb:(\S+) tokens:(\d+)", log1)
+    assert m and int(m.group(3)) == 4096
+    assert re.search(r"bytes_code:\d+ bytes_model:\d+ bytes_total:\d+ limit:16000000", log1)
+    assert "artifact_valid:true" in log1
+
+
+def test_resume_matches_straight_run(tmp_path, mini_data, sp1024_model):
+    env = {"CHECKPOINT_EVERY": "10", "EMA_DECAY": "0.9", "MUON_WEIGHT_DECAY": "0.01"}
+    straight, log_s = run_script(tmp_path, mini_data, sp1024_model, env, run_id="straight")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    first, _ = run_script(tmp_path, mini_data, sp1024_model, {**env, "STOP_AT_STEP": "10"}, run_id="cut")
+    assert first.returncode == 0, first.stderr[-3000:]
+    resumed, log_r = run_script(tmp_path, mini_data, sp1024_model, {**env, "RESUME": "1"}, run_id="cut")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed_from_step:10" in log_r
+    ls, lr = step_losses(log_s), step_losses(log_r)
+    assert sorted(lr) == list(range(1, 21))
+    assert all(ls[s] == lr[s] for s in ls), [(s, ls[s], lr[s]) for s in ls if ls[s] != lr[s]]
+    final = lambda log: re.search(r"final_float val_loss:(\S+)", log).group(1)
+    assert final(log_s) == final(log_r)
+
+
+def test_non_finite_loss_stops_with_clear_message(tmp_path, mini_data, sp1024_model):
+    proc, log = run_script(tmp_path, mini_data, sp1024_model, {"MATRIX_LR": "inf", "SCALAR_LR": "inf"}, run_id="nan")
+    assert proc.returncode != 0
+    assert "error:non_finite_loss step:" in log
+    assert "train_loss is nan at step" in proc.stderr
