@@ -3,6 +3,11 @@
     python -m lila_golf bundle            # rewrite train_gpt.py at the repository root
     python -m lila_golf bundle --check    # exit 1 when the committed file is stale
     python -m lila_golf bundle --out DIR/train_gpt.py
+    python -m lila_golf bundle --pack [--minify] --out DIR/train_gpt.py   # self-extracting, smaller
+
+Packed: the file is a two-line stub that lzma-decodes (base85) the readable bundle and executes it;
+`--minify` first drops docstrings and comments (ast round trip). What counts toward the 16 MB is the
+bytes of whichever file runs.
 
 The bundled modules are concatenated in dependency order under one banner per module, with their
 intra-package imports (`from .x import a, b`) removed and one `if __name__ == "__main__"` at the end.
@@ -10,6 +15,8 @@ intra-package imports (`from .x import a, b`) removed and one `if __name__ == "_
 from __future__ import annotations
 
 import ast
+import base64
+import lzma
 import re
 import sys
 from pathlib import Path
@@ -110,6 +117,36 @@ def build_bundle() -> str:
     return HEADER + "\n" + "\n\n".join(sections) + FOOTER
 
 
+PACK_STUB = (
+    "import base64,lzma\n"
+    "exec(compile(lzma.decompress(base64.b85decode({payload!r})),'train_gpt.py','exec'))\n"
+)
+
+
+def minify(source: str) -> str:
+    """Drop docstrings and comments by an AST round trip (same program, fewer bytes)."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return "from __future__ import annotations\n" + ast.unparse(tree).replace("from __future__ import annotations\n", "", 1) + "\n"
+
+
+def pack(source: str) -> str:
+    payload = base64.b85encode(lzma.compress(source.encode(), preset=9 | lzma.PRESET_EXTREME)).decode()
+    return PACK_STUB.format(payload=payload)
+
+
+def unpack(packed: str) -> str:
+    """The source a packed file executes (for checks and reading)."""
+    payload = re.search(r"b85decode\('([^']*)'\)", packed)
+    if not payload:
+        raise BundleError("not a packed train_gpt.py (no payload found)")
+    return lzma.decompress(base64.b85decode(payload.group(1))).decode()
+
+
 def write_bundle(out: Path) -> int:
     text = build_bundle()
     out.write_text(text, encoding="utf-8")
@@ -121,12 +158,18 @@ def add_bundle_parser(subparsers) -> None:
                               description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=str(REPO_ROOT / "train_gpt.py"), help="output path (default: repo root)")
     p.add_argument("--check", action="store_true", help="exit 1 if the file differs from a fresh bundle")
+    p.add_argument("--pack", action="store_true", help="write a self-extracting lzma-packed file")
+    p.add_argument("--minify", action="store_true", help="with --pack: drop docstrings and comments first")
     p.set_defaults(func=run_bundle)
 
 
 def run_bundle(args) -> int:
     out = Path(args.out)
     fresh = build_bundle()
+    if args.pack:
+        readable = len(fresh.encode())
+        fresh = pack(minify(fresh) if args.minify else fresh)
+        print(f"packed {readable} readable bytes into {len(fresh.encode())}")
     if args.check:
         current = out.read_text(encoding="utf-8") if out.exists() else None
         if current != fresh:

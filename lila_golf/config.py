@@ -92,6 +92,7 @@ class Hyperparameters:
     recur_layers: str = ""  # comma-separated physical layers run a second time (depth recurrence)
     ln_scale: bool = False
     attn_geometry: str = "none"
+    leech_loss_weight: float = 0.0  # lambda of the Leech resonance loss on the final hidden state
     # --- optimiser ---
     matrix_lr: float = 0.04
     embed_lr: float = 0.05
@@ -117,7 +118,7 @@ class Hyperparameters:
     eval_stride: int = 0  # 0 = plain evaluation for the final score; else sliding windows
     # --- hardware ---
     compile: bool = False  # torch.compile; only honoured on CUDA
-    telemetry_every: int = 0
+    telemetry_every: int = 0  # log per-layer weight spectra every N steps (0 = off)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Hyperparameters":
@@ -143,6 +144,8 @@ class Hyperparameters:
         head_dim = self.model_dim // self.num_heads
         if self.rope_dims % 2 or self.rope_dims > head_dim:
             raise ValueError(f"ROPE_DIMS={self.rope_dims} must be even and at most head_dim={head_dim}")
+        if self.leech_loss_weight > 0 and self.model_dim % 24:
+            raise ValueError(f"LEECH_LOSS_WEIGHT>0 needs MODEL_DIM a multiple of 24, got {self.model_dim}")
         if self.activation not in ("relu2", "leaky_relu2"):
             raise ValueError(f"ACTIVATION={self.activation!r} is not relu2 or leaky_relu2")
         for name in ("value_embed_layers", "recur_layers"):

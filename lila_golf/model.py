@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import layer_list
+from .lattice import leech_resonance_loss
 
 
 @dataclass
@@ -40,6 +41,7 @@ class GPTConfig:
     recur_layers: str = ""
     ln_scale: bool = False
     attn_geometry: str = "none"
+    leech_loss_weight: float = 0.0
 
     @classmethod
     def from_hparams(cls, hp) -> "GPTConfig":
@@ -211,8 +213,21 @@ class GPT(nn.Module):
         if self.ve_layers:
             nn.init.normal_(self.value_embed.weight, std=cfg.tied_embed_init_std)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """idx: (B, T) int64 -> logits (B, T, V), softcapped."""
+    def forward(self, idx: torch.Tensor, targets=None, weights=None) -> torch.Tensor:
+        """idx: (B, T) int64 -> logits (B, T, V), softcapped; with targets, the training loss
+        (so DDP and torch.compile wrap the whole objective)."""
+        if targets is not None:
+            return self.loss(idx, targets, weights)
+        return self.head(self.hidden(idx))
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """Final hidden state (B, T, D) -> softcapped logits through the tied embedding."""
+        logits = F.linear(rms_norm(x), self.tok_emb.weight)
+        cap = self.cfg.logit_softcap
+        return cap * torch.tanh(logits / cap) if cap > 0 else logits
+
+    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
+        """idx: (B, T) -> final hidden state (B, T, D), before the last norm."""
         x = self.tok_emb(idx)
         if self.bigram is not None:
             x = x + self.bigram(idx)
@@ -233,12 +248,15 @@ class GPT(nn.Module):
                 v_first = v
             if self.use_unet and pos < self.num_skips:
                 skips.append(x)
-        logits = F.linear(rms_norm(x), self.tok_emb.weight)
-        cap = self.cfg.logit_softcap
-        return cap * torch.tanh(logits / cap) if cap > 0 else logits
+        return x
 
     def loss(self, idx, targets, weights=None) -> torch.Tensor:
-        return lm_loss(self.forward(idx), targets, weights)
+        """Training objective: cross-entropy, plus the Leech resonance term when it is on."""
+        x = self.hidden(idx)
+        loss = lm_loss(self.head(x), targets, weights)
+        if self.cfg.leech_loss_weight > 0:
+            loss = loss + leech_resonance_loss(x.float(), self.cfg.leech_loss_weight)
+        return loss
 
 
 def lm_loss(logits, targets, weights=None) -> torch.Tensor:

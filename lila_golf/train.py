@@ -26,9 +26,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .config import Hyperparameters, dist_env
 from .data import DistributedTokenLoader, build_byte_tables, load_tokenizer, load_val_tokens, read_shard, shard_paths, target_bytes, tokenizer_sha256
-from .model import GPT, GPTConfig, count_params, lm_loss
+from .model import GPT, GPTConfig, count_params
 from .optim import EMA, SWA, build_optimizers, lr_scale, muon_momentum_at
 from .artifact import load_artifact, save_artifact
+from .lattice import weight_telemetry
 from .checkpoint import flatten_optimizer_state, load_checkpoint, save_checkpoint, unflatten_optimizer_state
 from .evaluate import eval_val_plain
 from .quant import collect_hessians
@@ -119,7 +120,7 @@ class Trainer:
         ctx = self.autocast() if self.autocast else contextlib.nullcontext()
         with ctx:
             # through the (DDP/compiled) wrapper: DDP only syncs gradients of its own forward
-            return lm_loss(self.forward_model(x), y, weights)
+            return self.forward_model(x, y, weights)
 
     def step(self, step: int, elapsed_ms: float) -> float:
         hp = self.hp
@@ -328,6 +329,9 @@ def main() -> int:
             raise FloatingPointError(f"train_loss is {train_loss} at step {step}: stopping (lower the learning rates or check the data)")
         if hp.train_log_every and (step % hp.train_log_every == 0 or step <= 10):
             log(f"step:{step}/{hp.iterations} train_loss:{train_loss:.6f} train_time:{train_time_ms:.0f}ms step_avg:{train_time_ms / (step - start_step or 1):.2f}ms")
+        if hp.telemetry_every and step % hp.telemetry_every == 0:
+            stats = weight_telemetry(model)  # descriptive spectra of the 2-D weights
+            log(f"telemetry step:{step} " + " ".join(f"{k}:{v:.4g}" for k, v in stats.items()))
         if hp.checkpoint_every and step % hp.checkpoint_every == 0 and master:
             trainer.save(ckpt_path, step, train_time_ms)
         if hp.stop_at_step and step == hp.stop_at_step:

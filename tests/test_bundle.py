@@ -48,3 +48,21 @@ def test_standalone_copy_finishes_smoke(tmp_path, mini_data, sp1024_model):
     assert "step:12/12 val_loss:" in log
     assert re.search(r"final_int8_zlib_roundtrip val_loss:\S+ val_bpb:\S+", log)
     assert list((tmp_path / "runs" / "smoke").glob("final_model.*"))
+
+
+def test_packed_file_decodes_to_readable_and_runs(tmp_path, mini_data, sp1024_model):
+    from lila_golf.bundle import minify, pack, unpack
+    readable = build_bundle()
+    assert unpack(pack(readable)) == readable
+    packed = pack(minify(readable))
+    assert len(packed) < len(readable) // 2
+    script = tmp_path / "train_gpt.py"
+    script.write_text(packed)
+    env = {**os.environ, "PRESET": "test", "DATA_PATH": str(mini_data), "TOKENIZER_PATH": str(sp1024_model),
+           "ITERATIONS": "3", "VAL_MAX_TOKENS": "1024", "RUN_ID": "packed"}
+    proc = subprocess.run([sys.executable, str(script)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = (tmp_path / "runs" / "packed" / "train.log").read_text()
+    # the code bytes counted are those of the packed file that ran
+    assert f"bytes_code:{len(packed.encode())}" in log
+    assert re.search(r"final_int8_zlib_roundtrip val_loss:\S+ val_bpb:\S+", log)
