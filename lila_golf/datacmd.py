@@ -1,0 +1,563 @@
+"""`lila-golf data ...`: fetch, tokenize, train tokenizers, shard stats, and the embedded corpus.
+
+    python -m lila_golf data fetch --variant sp1024 --train-shards 1          # challenge FineWeb -> ./data
+    python -m lila_golf data tokenize --tokenizer T.model --out DIR --val-docs 100 docs.jsonl
+    python -m lila_golf data train-tokenizer --input docs.jsonl --vocab-size 1024 --out tok/my_1024_bpe
+    python -m lila_golf data stats --tokenizer T.model DIR/fineweb_val_000000.bin
+
+Not part of the bundled train_gpt.py: these tools may use datasets, huggingface_hub and tqdm.
+"""
+import argparse
+import hashlib
+import io
+import json
+import os
+import random
+import shutil
+import socket
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import sentencepiece
+
+from .data import (ShardError, TokenizerError, build_byte_tables, check_tokenizer_exact, load_tokenizer,
+                   read_shard, shard_paths, target_bytes, tokenizer_sha256, write_shard)
+
+HF_REPO_ID = "willdepueoai/parameter-golf"
+HF_REMOTE_ROOT = "datasets"  # the published export lives under this folder of the dataset repo
+CHALLENGE_SHARD_TOKENS = 100_000_000
+CHALLENGE_VAL_DOCS = 50_000
+# SentencePiece trainer settings of the challenge's tokenizers (data/download_hf_docs_and_tokenize.py;
+# the official fineweb_1024_bpe.model's trainer_spec agrees: bpe, coverage 0.999, byte_fallback,
+# split_digits, hard_vocab_limit off, ids pad 0/bos 1/eos 2/unk 3; normalizer nmt_nfkc, no dummy prefix).
+CHALLENGE_SP_SETTINGS = dict(
+    model_type="bpe", character_coverage=0.999, byte_fallback=True, split_digits=True,
+    normalization_rule_name="nmt_nfkc", add_dummy_prefix=False,
+    pad_id=0, bos_id=1, eos_id=2, unk_id=3, hard_vocab_limit=False)
+EMBEDDED_CORPUS_VERSION = 1
+EMBEDDED_MARKER = "corpus.json"  # written into the embedded corpus' data dir; marks it "not FineWeb"
+
+
+class FetchError(RuntimeError):
+    """The hub could not be reached or did not have what was asked for."""
+
+
+# ----------------------------------------------------------------------------- reading documents
+
+def _doc_builder(path: str) -> str:
+    """The `datasets` builder that reads this file, from its extension."""
+    name = path.lower()
+    for suffix in (".gz", ".bz2", ".xz", ".zst"):
+        name = name.removesuffix(suffix)
+    if name.endswith((".jsonl", ".json", ".ndjson")):
+        return "json"
+    if name.endswith(".parquet"):
+        return "parquet"
+    if name.endswith(".txt"):
+        return "text"
+    raise ValueError(f"{path}: unknown document format (expected .jsonl[.gz], .json, .parquet or .txt)")
+
+
+def iter_documents(paths, text_field: str = "text", txt_sample: str = "document"):
+    """Yield document texts from files in argument order, read with `datasets` (streaming, offline).
+
+    txt files: `txt_sample` is "document" (a file is one document), "paragraph" or "line".
+    """
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # local files only: never wait on the network
+    import datasets
+    for path in paths:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: document file not found")
+        builder = _doc_builder(path)
+        kwargs = {"sample_by": txt_sample} if builder == "text" else {}
+        field = "text" if builder == "text" else text_field
+        for row in _read_rows(datasets, builder, path, kwargs):
+            if field not in row:
+                raise ValueError(f"{path}: no {field!r} field in a record (fields: {sorted(row)})")
+            yield row[field]
+
+
+def _read_rows(datasets, builder: str, path: str, kwargs: dict):
+    """Rows of one file; a malformed file becomes a ValueError that names it."""
+    try:
+        ds = datasets.load_dataset(builder, data_files=[str(path)], split="train", streaming=True, **kwargs)
+        yield from ds
+    except Exception as exc:  # pyarrow / datasets raise many types for a malformed file
+        raise ValueError(f"{path}: cannot read documents as {builder} ({type(exc).__name__}: {exc})") from exc
+
+
+# ----------------------------------------------------------------------------- writing shards
+
+class ShardWriter:
+    """Fills fixed-size shards like the challenge exporter: documents spill across shard boundaries,
+    and the val/train switch starts a new shard. Files: fineweb_{split}_{index:06d}.bin."""
+
+    def __init__(self, out_dir, shard_tokens: int):
+        if shard_tokens <= 0:
+            raise ValueError(f"shard size must be positive, got {shard_tokens}")
+        self.out_dir = Path(out_dir)
+        self.buf = np.empty(shard_tokens, dtype=np.uint16)
+        self.fill, self.split = 0, "val"
+        self.index = {"val": 0, "train": 0}
+        self.tokens = {"val": 0, "train": 0}
+        self.paths: list[str] = []
+
+    def add(self, split: str, tokens: np.ndarray) -> None:
+        if split != self.split:
+            self.flush()
+            self.split = split
+        self.tokens[split] += tokens.size
+        pos = 0
+        while pos < tokens.size:
+            take = min(self.buf.size - self.fill, tokens.size - pos)
+            self.buf[self.fill:self.fill + take] = tokens[pos:pos + take]
+            self.fill, pos = self.fill + take, pos + take
+            if self.fill == self.buf.size:
+                self.flush()
+
+    def flush(self) -> None:
+        if self.fill == 0:
+            return
+        path = self.out_dir / f"fineweb_{self.split}_{self.index[self.split]:06d}.bin"
+        write_shard(path, self.buf[:self.fill])
+        self.paths.append(str(path))
+        self.index[self.split] += 1
+        self.fill = 0
+
+
+def _encode_batches(sp, texts, batch_size: int = 1024, num_threads: int | None = None):
+    """Yield BOS + ids (uint16) per document, encoding `batch_size` documents at a time."""
+    threads = num_threads or os.cpu_count() or 1
+    batch = []
+    for text in texts:
+        batch.append(text)
+        if len(batch) == batch_size:
+            yield from _encode_docs(sp, batch, threads)
+            batch = []
+    if batch:
+        yield from _encode_docs(sp, batch, threads)
+
+
+def _encode_docs(sp, texts, threads):
+    for ids in sp.encode(texts, num_threads=threads):
+        doc = np.empty(len(ids) + 1, dtype=np.uint16)  # every document is BOS + its ids, no EOS
+        doc[0] = sp.bos_id()
+        doc[1:] = ids
+        yield doc
+
+
+def tokenize_documents(texts, sp, out_dir, val_docs: int, shard_tokens: int = CHALLENGE_SHARD_TOKENS,
+                       progress: bool | None = None) -> dict:
+    """Write documents as official shards: the first `val_docs` to val, the rest to train."""
+    from tqdm import tqdm
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    writer = ShardWriter(out_dir, shard_tokens)
+    n_docs = 0
+    bar = tqdm(unit="doc", desc="tokenize", disable=None if progress is None else not progress)
+    for doc in _encode_batches(sp, texts):
+        writer.add("val" if n_docs < val_docs else "train", doc)
+        n_docs += 1
+        bar.update(1)
+    bar.close()
+    writer.flush()
+    return {"docs": n_docs, "val_docs": min(n_docs, val_docs), "val_tokens": writer.tokens["val"],
+            "train_tokens": writer.tokens["train"], "shards": writer.paths}
+
+
+# ----------------------------------------------------------------------------- tokenizer training
+
+def _training_sentences(texts, max_docs: int | None):
+    """Documents as the challenge feeds them to the trainer: NULs to spaces, stripped, non-empty."""
+    for i, text in enumerate(texts):
+        if max_docs is not None and i >= max_docs:
+            break
+        text = text.replace("\x00", " ").strip()
+        if text:
+            yield text
+
+
+def train_tokenizer_proto(sentences, vocab_size: int, num_threads: int = 1) -> bytes:
+    """Train a SentencePiece BPE with the challenge's settings; return the serialized model."""
+    writer = io.BytesIO()
+    try:
+        sentencepiece.SentencePieceTrainer.train(
+            sentence_iterator=iter(sentences), model_writer=writer, vocab_size=vocab_size,
+            num_threads=num_threads, minloglevel=2, **CHALLENGE_SP_SETTINGS)
+    except RuntimeError as exc:  # e.g. a vocab smaller than 260 byte/control pieces + required chars
+        raise ValueError(f"SentencePiece training failed: {str(exc).split('] ')[-1]}") from None
+    return writer.getvalue()
+
+
+def _write_vocab_file(sp, path: Path) -> None:
+    """The .vocab listing SentencePiece writes beside a model: piece<TAB>score per line."""
+    lines = [f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}\n" for i in range(sp.vocab_size())]
+    path.write_text("".join(lines), encoding="utf-8")
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- fetch
+
+def _hub_reachable(endpoint: str, timeout: float = 5.0) -> str | None:
+    """None when a TCP connection to the hub opens within `timeout`, else the reason.
+    Skipped (None) behind a proxy, which a direct probe cannot judge."""
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
+        return None
+    url = urlparse(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        return f"cannot connect to {url.hostname}:{port} ({exc})"
+    return None
+
+
+def _offline_advice(out: Path, reason: str) -> str:
+    return (f"could not reach the Hugging Face hub: {reason}.\n"
+            "  - behind a mirror or proxy: set HF_ENDPOINT (or pass --endpoint) / HTTPS_PROXY and retry;\n"
+            f"  - or copy the files by hand: shards into {out}/datasets/fineweb10B_sp1024/, the tokenizer "
+            f"into {out}/tokenizers/ (from https://huggingface.co/datasets/{HF_REPO_ID}/tree/main/{HF_REMOTE_ROOT});\n"
+            "  - or run without FineWeb: the embedded corpus is used (scores labelled not FineWeb).")
+
+
+def _hub_get(remote_path: str, destination: Path, endpoint: str | None) -> None:
+    """Download `<HF_REMOTE_ROOT>/remote_path` from the dataset repo to `destination` (skip if present)."""
+    import huggingface_hub
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+    if destination.is_file() and destination.stat().st_size > 0:
+        return
+    subfolder, _, filename = f"{HF_REMOTE_ROOT}/{remote_path}".rpartition("/")
+    try:
+        cached = huggingface_hub.hf_hub_download(repo_id=HF_REPO_ID, filename=filename, subfolder=subfolder,
+                                                 repo_type="dataset", endpoint=endpoint)
+    except LocalEntryNotFoundError as exc:  # offline and not cached
+        raise FetchError(_offline_advice(destination.parents[1], str(exc).splitlines()[0])) from None
+    except EntryNotFoundError:
+        raise FetchError(f"{subfolder}/{filename} is not in the hub dataset {HF_REPO_ID}") from None
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    source = Path(cached).resolve(strict=True)  # the hub cache may hand back a symlink
+    tmp = destination.with_name(destination.name + ".part")
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, destination)
+
+
+def _variant_dataset(variant: str) -> str:
+    if variant == "byte260" or (variant.startswith("sp") and variant[2:].isdigit()):
+        return f"fineweb10B_{variant}"
+    raise ValueError(f"unknown variant {variant!r}: expected sp<VOCAB> (e.g. sp1024) or byte260")
+
+
+def fetch_challenge_data(variant: str = "sp1024", train_shards: int = 1, out="data",
+                         endpoint: str | None = None) -> dict:
+    """Download the challenge's val shards, the first `train_shards` train shards and the tokenizer
+    into the challenge layout: out/datasets/fineweb10B_<variant>/, out/tokenizers/, out/manifest.json."""
+    from tqdm import tqdm
+    import huggingface_hub.constants
+    out, dataset_dir = Path(out), _variant_dataset(variant)
+    if train_shards < 0:
+        raise ValueError(f"--train-shards must be >= 0, got {train_shards}")
+    manifest_path = out / "manifest.json"
+    if not manifest_path.is_file():
+        reason = _hub_reachable(endpoint or huggingface_hub.constants.ENDPOINT)
+        if reason:
+            raise FetchError(_offline_advice(out, reason))
+    _hub_get("manifest.json", manifest_path, endpoint)
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    dataset = next((d for d in manifest.get("datasets", []) if d.get("name") == dataset_dir), None)
+    if dataset is None:
+        raise FetchError(f"{dataset_dir} is not in the hub manifest ({manifest_path})")
+    stats = dataset.get("stats") or {}
+    if train_shards > int(stats.get("files_train", 0)):
+        raise ValueError(f"{variant} has {stats.get('files_train')} train shards, asked for {train_shards}")
+    tokenizer = next(t for t in manifest.get("tokenizers", []) if t.get("name") == dataset.get("tokenizer_name"))
+    files = [f"datasets/{dataset_dir}/fineweb_val_{i:06d}.bin" for i in range(int(stats.get("files_val", 1)))]
+    files += [f"datasets/{dataset_dir}/fineweb_train_{i:06d}.bin" for i in range(train_shards)]
+    files += [tokenizer[k] for k in ("model_path", "vocab_path", "path") if tokenizer.get(k)]
+    for remote in tqdm(files, unit="file", desc=f"fetch {variant}", disable=None):
+        _hub_get(remote, out / remote, endpoint)
+    return {"data_dir": str(out / "datasets" / dataset_dir), "files": [str(out / f) for f in files]}
+
+
+# ----------------------------------------------------------------------------- embedded corpus
+
+def _embedded_source_texts() -> dict:
+    """CPython's pydoc topics (real English technical prose; present in every CPython install)."""
+    from pydoc_data.topics import topics
+    return topics
+
+
+def _embedded_documents(topics: dict, max_chars: int = 2000) -> list[str]:
+    """Topics cut into documents of whole paragraphs (~<= max_chars), in a fixed shuffled order."""
+    docs = []
+    for key in sorted(topics):
+        current = ""
+        for para in topics[key].split("\n\n"):
+            if current and len(current) + len(para) + 2 > max_chars:
+                docs.append(current)
+                current = ""
+            current = f"{current}\n\n{para}" if current else para
+        if current.strip():
+            docs.append(current)
+    random.Random(1337).shuffle(docs)
+    return docs
+
+
+def _file_sha256(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _embedded_paths(out_dir: Path) -> tuple[Path, Path]:
+    return out_dir / "datasets" / "pydoc_sp1024", out_dir / "tokenizers" / "pydoc_1024_bpe.model"
+
+
+def _embedded_valid(data_dir: Path, source_sha: str) -> bool:
+    """True when the marker matches this source and builder and every listed file is intact."""
+    try:
+        marker = json.loads((data_dir / EMBEDDED_MARKER).read_text(encoding="utf-8"))
+        return (marker["version"] == EMBEDDED_CORPUS_VERSION and marker["source_sha256"] == source_sha
+                and all(_file_sha256(data_dir / rel) == sha for rel, sha in marker["files"].items()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def build_embedded_corpus(out_dir, val_fraction: float = 0.08, vocab_size: int = 1024) -> tuple[str, str]:
+    """Build (or reuse when present and valid) the offline default corpus; return (data_dir, tokenizer).
+
+    Real text every Python installation carries (pydoc_data topics), its own 1024-vocab BPE with the
+    challenge's settings, shards in the challenge layout. Deterministic for a given Python version.
+    Scores on it are NOT FineWeb scores: the data dir carries a corpus.json marker saying so.
+    """
+    out_dir = Path(out_dir)
+    data_dir, model_path = _embedded_paths(out_dir)
+    topics = _embedded_source_texts()
+    source_sha = hashlib.sha256(json.dumps(topics, sort_keys=True).encode("utf-8")).hexdigest()
+    if _embedded_valid(data_dir, source_sha):
+        return str(data_dir), str(model_path)
+    docs = _embedded_documents(topics)
+    n_val = max(1, round(val_fraction * len(docs)))
+    # Train the tokenizer on train documents only, one paragraph per sentence (the trainer skips
+    # sentences over 4192 bytes by default).
+    paragraphs = [p for d in docs[n_val:] for p in d.split("\n\n")]
+    proto = train_tokenizer_proto(_training_sentences(paragraphs, None), vocab_size)
+    sp = sentencepiece.SentencePieceProcessor(model_proto=proto)
+    check_tokenizer_exact(sp, name="embedded corpus tokenizer")
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write_bytes(model_path, proto)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    stats = tokenize_documents(docs, sp, data_dir, n_val, progress=False)
+    tokenizer_rel = os.path.relpath(model_path, data_dir)  # relative, so the cache folder can move
+    files = {rel: _file_sha256(data_dir / rel) for rel in [Path(p).name for p in stats["shards"]] + [tokenizer_rel]}
+    marker = {"name": "embedded pydoc_data topics corpus", "fineweb": False, "version": EMBEDDED_CORPUS_VERSION,
+              "python": sys.version.split()[0], "source_sha256": source_sha, "tokenizer": tokenizer_rel,
+              "docs": stats["docs"], "val_docs": stats["val_docs"], "val_tokens": stats["val_tokens"],
+              "train_tokens": stats["train_tokens"], "files": files}
+    _atomic_write_bytes(data_dir / EMBEDDED_MARKER, (json.dumps(marker, indent=2) + "\n").encode("utf-8"))
+    return str(data_dir), str(model_path)
+
+
+def default_cache_dir() -> str:
+    return os.path.join(os.path.expanduser("~"), ".cache", "lila_golf")
+
+
+def _challenge_tokenizer_for(data_dir: Path) -> Path | None:
+    """data/datasets/fineweb10B_sp<N>/ -> data/tokenizers/fineweb_<N>_bpe.model, if it exists."""
+    name = data_dir.name
+    if name.startswith("fineweb10B_sp") and name[len("fineweb10B_sp"):].isdigit():
+        model = data_dir.parent.parent / "tokenizers" / f"fineweb_{name[len('fineweb10B_sp'):]}_bpe.model"
+        return model if model.is_file() else None
+    return None
+
+
+def _explicit_data(data_path, tokenizer_path) -> tuple[str, str, bool]:
+    data_dir = Path(data_path)
+    if not data_dir.is_dir():  # a glob such as .../fineweb_train_*.bin names its folder
+        data_dir = data_dir.parent
+    shard_paths(str(data_dir / "fineweb_val_*.bin"))  # clear error when the folder holds no val shards
+    marker = data_dir / EMBEDDED_MARKER
+    if tokenizer_path is None:
+        if marker.is_file():
+            rel = json.loads(marker.read_text(encoding="utf-8"))["tokenizer"]
+            tokenizer_path = os.path.normpath(data_dir / rel)
+        else:
+            tokenizer_path = _challenge_tokenizer_for(data_dir)
+        if tokenizer_path is None:
+            raise ValueError(f"{data_dir}: cannot tell which tokenizer made these shards; give its path "
+                             "(TOKENIZER_PATH / --tokenizer-path)")
+    return str(data_dir), str(tokenizer_path), not marker.is_file()
+
+
+def resolve_data(data_path=None, tokenizer_path=None, cache_dir=None) -> tuple[str, str, bool]:
+    """(data_dir, tokenizer_path, is_fineweb): explicit paths win, else the challenge layout ./data/
+    in the working directory, else the embedded corpus (built on first use in `cache_dir`)."""
+    if data_path is not None:
+        return _explicit_data(data_path, tokenizer_path)
+    if tokenizer_path is not None:
+        raise ValueError("a tokenizer path was given without a data path; give both (DATA_PATH and TOKENIZER_PATH)")
+    for data_dir in sorted(Path("data/datasets").glob("fineweb10B_sp*"), key=lambda p: p.name != "fineweb10B_sp1024"):
+        model = _challenge_tokenizer_for(data_dir)
+        if model is not None and list(data_dir.glob("fineweb_val_*.bin")):
+            return os.path.abspath(data_dir), os.path.abspath(model), True
+    data_dir, model = build_embedded_corpus(Path(cache_dir or default_cache_dir()) / "embedded_corpus")
+    return data_dir, model, False
+
+
+# ----------------------------------------------------------------------------- stats
+
+def shard_byte_stats(path, sp, tables=None) -> dict:
+    """Targets (every token after the first), the bytes they stand for, and documents (BOS count)."""
+    tables = tables or build_byte_tables(sp)
+    tokens = read_shard(path, vocab_size=int(sp.vocab_size()))
+    n_bytes = int(target_bytes(tokens[:-1], tokens[1:], tables).sum()) if tokens.size > 1 else 0
+    targets = max(0, tokens.size - 1)
+    return {"tokens": targets, "bytes": n_bytes, "docs": int((tokens == sp.bos_id()).sum()),
+            "bytes_per_token": n_bytes / targets if targets else 0.0}
+
+
+# ----------------------------------------------------------------------------- command line
+
+def _clean_errors(command):
+    """Known failures (bad shard, inexact tokenizer, offline hub, bad input) end as one `error:` line."""
+    def run(args) -> int:
+        try:
+            return command(args)
+        except (ShardError, TokenizerError, FetchError, ValueError, FileNotFoundError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    run.__doc__ = command.__doc__
+    return run
+
+
+@_clean_errors
+def _cmd_fetch(args) -> int:
+    result = fetch_challenge_data(args.variant, args.train_shards, args.out, args.endpoint)
+    print(f"fetch_done data_dir:{result['data_dir']} files:{len(result['files'])}")
+    return 0
+
+
+@_clean_errors
+def _cmd_tokenize(args) -> int:
+    sp = load_tokenizer(args.tokenizer)
+    out = Path(args.out)
+    stale = sorted(out.glob("fineweb_*_*.bin")) if out.is_dir() else []
+    if stale and not args.overwrite:
+        raise ValueError(f"{out} already holds shards ({stale[0].name}, ...); pass --overwrite to replace them")
+    for path in stale:
+        path.unlink()
+    t0 = time.perf_counter()
+    texts = iter_documents(args.inputs, args.text_field, args.txt_sample)
+    stats = tokenize_documents(texts, sp, out, args.val_docs, args.shard_tokens)
+    seconds = time.perf_counter() - t0
+    tokens = stats["val_tokens"] + stats["train_tokens"]
+    if stats["docs"] <= args.val_docs:
+        print(f"warning: all {stats['docs']} documents went to val (--val-docs {args.val_docs})", file=sys.stderr)
+    print(f"tokenize_done docs:{stats['docs']} val_docs:{stats['val_docs']} val_tokens:{stats['val_tokens']} "
+          f"train_tokens:{stats['train_tokens']} shards:{len(stats['shards'])} seconds:{seconds:.3f} "
+          f"tokens_per_s:{tokens / max(seconds, 1e-9):.0f}")
+    return 0
+
+
+@_clean_errors
+def _cmd_train_tokenizer(args) -> int:
+    prefix = Path(args.out)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    texts = iter_documents(args.input, args.text_field, args.txt_sample)
+    proto = train_tokenizer_proto(_training_sentences(texts, args.max_docs), args.vocab_size, args.num_threads)
+    sp = sentencepiece.SentencePieceProcessor(model_proto=proto)
+    model_path = prefix.with_name(prefix.name + ".model")
+    _atomic_write_bytes(model_path, proto)
+    _write_vocab_file(sp, prefix.with_name(prefix.name + ".vocab"))
+    check_tokenizer_exact(sp, name=str(model_path))
+    print(f"tokenizer_done model:{model_path} vocab_size:{sp.vocab_size()} sha256:{tokenizer_sha256(model_path)}")
+    return 0
+
+
+@_clean_errors
+def _cmd_stats(args) -> int:
+    sp = load_tokenizer(args.tokenizer)
+    tables = build_byte_tables(sp)
+    for path in args.shards:
+        s = shard_byte_stats(path, sp, tables)
+        print(f"shard:{path} docs:{s['docs']} tokens:{s['tokens']} bytes:{s['bytes']} "
+              f"bytes_per_token:{s['bytes_per_token']:.6f}")
+    return 0
+
+
+def _add_doc_reading_args(p) -> None:
+    p.add_argument("--text-field", "--text_field", default="text", help="jsonl/parquet field holding the text")
+    p.add_argument("--txt-sample", "--txt_sample", choices=("document", "paragraph", "line"), default="document",
+                   help="how .txt files split into documents (default: one file = one document)")
+
+
+def add_data_parser(subparsers) -> argparse.ArgumentParser:
+    """Register `data` and its sub-commands on an argparse subparsers object."""
+    data = subparsers.add_parser("data", help="fetch, tokenize and inspect token shards",
+                                 description="Data tools: challenge FineWeb download, tokenization, stats.")
+    data.set_defaults(func=lambda args: (data.print_help(), 2)[1])
+    sub = data.add_subparsers(dest="data_command", metavar="{fetch,tokenize,train-tokenizer,stats}")
+
+    p = sub.add_parser("fetch", help="download the challenge's shards and tokenizer from the HF hub",
+                       description=f"Download {HF_REPO_ID} (folder {HF_REMOTE_ROOT}/) into the challenge layout.")
+    p.add_argument("--variant", default="sp1024", help="tokenizer family: sp1024 (default), sp4096, byte260, ...")
+    p.add_argument("--train-shards", "--train_shards", type=int, default=1,
+                   help="number of 100M-token train shards (default 1); val is always fetched whole")
+    p.add_argument("--out", default="data", help="output root (default ./data)")
+    p.add_argument("--endpoint", default=None, help="hub endpoint (default: HF_ENDPOINT or huggingface.co)")
+    p.set_defaults(func=_cmd_fetch)
+
+    p = sub.add_parser("tokenize", help="documents (jsonl, jsonl.gz, parquet, txt) to official shards",
+                       description="Each document becomes BOS + its ids (no EOS); the first --val-docs go to "
+                                   "fineweb_val_*.bin, the rest to fineweb_train_*.bin.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="document files, read in this order")
+    p.add_argument("--tokenizer", required=True, help="SentencePiece .model")
+    p.add_argument("--out", required=True, help="output folder for the shards")
+    p.add_argument("--val-docs", "--val_docs", type=int, default=CHALLENGE_VAL_DOCS,
+                   help=f"first N documents form the validation split (default {CHALLENGE_VAL_DOCS}, as the challenge)")
+    p.add_argument("--shard-tokens", "--shard_tokens", type=int, default=CHALLENGE_SHARD_TOKENS,
+                   help=f"tokens per shard (default {CHALLENGE_SHARD_TOKENS:,})")
+    p.add_argument("--overwrite", action="store_true", help="replace shards already in --out")
+    _add_doc_reading_args(p)
+    p.set_defaults(func=_cmd_tokenize)
+
+    p = sub.add_parser("train-tokenizer", help="train a SentencePiece BPE with the challenge's settings",
+                       description="BPE, byte fallback, nmt_nfkc, no dummy prefix, split digits, "
+                                   "pad 0/bos 1/eos 2/unk 3. Writes PREFIX.model and PREFIX.vocab.")
+    p.add_argument("--input", nargs="+", required=True, help="document files (jsonl, jsonl.gz, parquet, txt)")
+    p.add_argument("--vocab-size", "--vocab_size", type=int, required=True, help="vocabulary size")
+    p.add_argument("--out", required=True, help="output prefix, e.g. data/tokenizers/my_1024_bpe")
+    p.add_argument("--max-docs", "--max_docs", type=int, default=None, help="train on the first N documents only")
+    p.add_argument("--num-threads", "--num_threads", type=int, default=os.cpu_count() or 1, help="trainer threads")
+    _add_doc_reading_args(p)
+    p.set_defaults(func=_cmd_train_tokenizer)
+
+    p = sub.add_parser("stats", help="tokens, bytes and bytes/token per shard (challenge byte rules)",
+                       description="Per shard: targets after the first token and the UTF-8 bytes they stand for.")
+    p.add_argument("shards", nargs="+", metavar="SHARD", help="shard files")
+    p.add_argument("--tokenizer", required=True, help="SentencePiece .model the shards were made with")
+    p.set_defaults(func=_cmd_stats)
+    return data
+
+
+def main(argv=None) -> int:
+    """Entry point for `python -m lila_golf.datacmd data ...` (the package CLI adds the same `data`)."""
+    parser = argparse.ArgumentParser(prog="lila-golf")
+    add_data_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
