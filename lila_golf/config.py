@@ -12,6 +12,8 @@ import dataclasses
 import os
 from dataclasses import dataclass, field, fields
 
+from .geometry import validate_geometry
+
 PRESETS: dict[str, dict[str, object]] = {
     # a few seconds on 2 CPU cores: used by the test suite
     "test": dict(
@@ -91,7 +93,10 @@ class Hyperparameters:
     value_embed_layers: str = ""  # comma-separated layer indices that get value embeddings
     recur_layers: str = ""  # comma-separated physical layers run a second time (depth recurrence)
     ln_scale: bool = False
-    attn_geometry: str = "none"
+    attn_geometry: str = "none"  # none | e8 | leech_frozen | leech_metric (lila_golf/geometry.py)
+    e8_sidebranch: str = "off"  # off | st (straight-through) | soft: E8-quantised residual side branch
+    e8_temperature: float = 0.1  # softness of E8 root assignments (0 = hard nearest root)
+    e8_adapter: bool = False  # tied 8-dim E8 bottleneck adapter per block
     leech_loss_weight: float = 0.0  # lambda of the Leech resonance loss on the final hidden state
     # --- optimiser ---
     matrix_lr: float = 0.04
@@ -146,6 +151,8 @@ class Hyperparameters:
             raise ValueError(f"ROPE_DIMS={self.rope_dims} must be even and at most head_dim={head_dim}")
         if self.leech_loss_weight > 0 and self.model_dim % 24:
             raise ValueError(f"LEECH_LOSS_WEIGHT>0 needs MODEL_DIM a multiple of 24, got {self.model_dim}")
+        validate_geometry(self.attn_geometry, self.model_dim, self.num_heads, self.e8_sidebranch,
+                          self.e8_temperature, self.e8_adapter)
         if self.activation not in ("relu2", "leaky_relu2"):
             raise ValueError(f"ACTIVATION={self.activation!r} is not relu2 or leaky_relu2")
         for name in ("value_embed_layers", "recur_layers"):

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import layer_list
+from .geometry import E8Adapter, E8AttentionBias, E8SideBranch, LeechFrozenQK, LeechMetric, validate_geometry
 from .lattice import leech_resonance_loss
 
 
@@ -40,7 +41,10 @@ class GPTConfig:
     value_embed_layers: str = ""
     recur_layers: str = ""
     ln_scale: bool = False
-    attn_geometry: str = "none"
+    attn_geometry: str = "none"  # none | e8 | leech_frozen | leech_metric (lila_golf/geometry.py)
+    e8_sidebranch: str = "off"  # off | st | soft
+    e8_temperature: float = 0.1
+    e8_adapter: bool = False
     leech_loss_weight: float = 0.0
 
     @classmethod
@@ -78,8 +82,13 @@ class CausalSelfAttention(nn.Module):
         self.num_heads, self.num_kv_heads = cfg.num_heads, cfg.num_kv_heads
         self.head_dim = cfg.model_dim // cfg.num_heads
         kv_dim = self.num_kv_heads * self.head_dim
-        self.c_q = nn.Linear(cfg.model_dim, cfg.model_dim, bias=False)
-        self.c_k = nn.Linear(cfg.model_dim, kv_dim, bias=False)  # GQA: K/V are kv_heads/heads of Q
+        # lattice geometry (lila_golf/geometry.py); all None for attn_geometry "none"
+        self.leech_frozen = LeechFrozenQK() if cfg.attn_geometry == "leech_frozen" else None
+        self.leech_metric = LeechMetric() if cfg.attn_geometry == "leech_metric" else None
+        self.e8_bias = E8AttentionBias(cfg.num_heads, self.head_dim, cfg.e8_temperature) if cfg.attn_geometry == "e8" else None
+        if self.leech_frozen is None:
+            self.c_q = nn.Linear(cfg.model_dim, cfg.model_dim, bias=False)
+            self.c_k = nn.Linear(cfg.model_dim, kv_dim, bias=False)  # GQA: K/V are kv_heads/heads of Q
         self.c_v = nn.Linear(cfg.model_dim, kv_dim, bias=False)
         self.proj = nn.Linear(cfg.model_dim, cfg.model_dim, bias=False)
         self.proj._zero_init = True
@@ -93,18 +102,26 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x, v_first=None, value_embed=None):
         """x: (B, T, D); v_first: (B, T, K, hd) from layer 0; value_embed: (B, T, K*hd) or None."""
         B, T, _ = x.shape
-        q = self.c_q(x).view(B, T, self.num_heads, self.head_dim)
-        k = self.c_k(x).view(B, T, self.num_kv_heads, self.head_dim)
+        if self.leech_frozen is not None:
+            q, k = self.leech_frozen(x, self.num_heads, self.num_kv_heads)
+        else:
+            q = self.c_q(x).view(B, T, self.num_heads, self.head_dim)
+            k = self.c_k(x).view(B, T, self.num_kv_heads, self.head_dim)
         v = self.c_v(x)
         if value_embed is not None:
             v = v + value_embed
         v = v.view(B, T, self.num_kv_heads, self.head_dim)
         if self.use_value_residual and v_first is not None:
             v = self.v_mix * v + (1 - self.v_mix) * v_first
-        q, k = self.rotary(rms_norm(q)), self.rotary(rms_norm(k))
+        q, k = rms_norm(q), rms_norm(k)
+        # E8 bias from the pre-RoPE q, k; the Leech metric before RoPE keeps scores relative
+        mask = self.e8_bias(q, k).to(q.dtype) if self.e8_bias is not None else None
+        if self.leech_metric is not None:
+            q = self.leech_metric(q)
+        q, k = self.rotary(q), self.rotary(k)
         q = q * self.q_gain.to(q.dtype)[None, None, :, None]
         y = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, is_causal=mask is None,
             enable_gqa=self.num_kv_heads != self.num_heads,
         ).transpose(1, 2)  # (B, T, H, hd)
         if self.use_xsa:
@@ -143,12 +160,18 @@ class Block(nn.Module):
         self.mlp_scale = nn.Parameter(torch.ones(cfg.model_dim))
         # resid_mix: each block re-reads the embedding x0 (challenge baseline)
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(cfg.model_dim), torch.zeros(cfg.model_dim))))
+        self.e8_side = E8SideBranch(cfg.model_dim, cfg.e8_sidebranch, cfg.e8_temperature) if cfg.e8_sidebranch != "off" else None
+        self.e8_adapter = E8Adapter(cfg.model_dim, cfg.e8_temperature) if cfg.e8_adapter else None
 
     def forward(self, x, x0, ln_gain: float, v_first=None, value_embed=None):
         x = self.resid_mix[0] * x + self.resid_mix[1] * x0
         attn_out, v = self.attn(rms_norm(x) * ln_gain, v_first, value_embed)
         x = x + self.attn_scale * attn_out
         x = x + self.mlp_scale * self.mlp(rms_norm(x) * ln_gain)
+        if self.e8_side is not None:
+            x = x + self.e8_side(rms_norm(x))
+        if self.e8_adapter is not None:
+            x = x + self.e8_adapter(rms_norm(x))
         return x, v
 
 
@@ -185,6 +208,8 @@ class BigramHash(nn.Module):
 class GPT(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
+        validate_geometry(cfg.attn_geometry, cfg.model_dim, cfg.num_heads, cfg.e8_sidebranch,
+                          cfg.e8_temperature, cfg.e8_adapter)
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
