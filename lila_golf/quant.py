@@ -1,0 +1,336 @@
+"""Weight quantisation for the artifact: per-row int8 (the challenge baseline), per-row intN with a
+clip search ("GPTQ-lite"), full GPTQ (Frantar et al. 2022, arXiv 2210.17323) and Hessian collection.
+
+Every integer scheme is symmetric and per row: a weight matrix W (rows, cols) becomes
+q = clamp(round(W / s_r), -qmax, qmax) stored as int8 with one fp16 scale s_r per row, and
+dequantises to q * s_r. Tensors with more than 2 dims are viewed as (shape[0], -1); 1-D tensors as
+one row. The fp16-rounded scale is what quantisation divides by, so the dequantised weights are a
+pure function of the stored arrays.
+
+Schemes (`quantize_tensor(w, scheme)`):
+    fp32, fp16, bf16    passthrough at that precision
+    raw                 non-float tensors stored as they are
+    int8                baseline: per-row clip at the 99.99984th percentile of |w|, qmax 127
+    int{2..8}_lite      qmax = 2^(b-1)-1, per row the clip (fraction of the row's absmax) with the
+                        smallest row MSE among QUANT_CLIP_RATIOS
+    int{2..8}_gptq      GPTQ with a Hessian H = X^T X of the layer input; per row the clip with the
+                        smallest Hessian-weighted error among QUANT_GPTQ_CLIP_RATIOS
+
+Usage:
+    H = collect_hessians(model, batches)["blocks.0.mlp.fc.weight"]
+    entry = quantize_tensor(w, "int6_gptq", H=H); w_hat = dequantize_tensor(entry)
+"""
+import math
+import re
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+# Baseline facts (openai/parameter-golf train_gpt.py): per-row clip percentile, small tensors kept
+# as floats, control tensors (gains, mixes, skip weights) kept in fp32.
+QUANT_INT8_CLIP_Q = 0.9999984
+QUANT_KEEP_FLOAT_MAX_NUMEL = 65_536
+QUANT_CONTROL_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight",
+                          "smear", "gate", "lambda", "ln_scale")
+QUANT_EMBED_PATTERNS = ("tok_emb", "embed", "wte", "lm_head", "bigram", "value_emb", "ve_")
+# Clip candidates as fractions of each row's absmax (row-MSE search for lite, H-weighted for GPTQ).
+QUANT_CLIP_RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6)
+QUANT_GPTQ_CLIP_RATIOS = (1.0, 0.9, 0.8, 0.7)
+QUANT_FLOAT_SCHEMES = ("fp32", "fp16", "bf16")
+_QUANT_INT_RE = re.compile(r"^int([2-8])_(lite|gptq)$")
+
+
+def parse_scheme(scheme: str) -> tuple[str, int]:
+    """Return (kind, bits): kind in {"float", "raw", "int8", "lite", "gptq"}; bits 0 for non-int."""
+    if scheme in QUANT_FLOAT_SCHEMES:
+        return "float", 0
+    if scheme == "raw":
+        return "raw", 0
+    if scheme == "int8":
+        return "int8", 8
+    m = _QUANT_INT_RE.match(scheme)
+    if m is None:
+        raise ValueError(f"unknown quantisation scheme {scheme!r}: expected one of "
+                         f"{QUANT_FLOAT_SCHEMES + ('raw', 'int8')} or int<2..8>_lite / int<2..8>_gptq")
+    return m.group(2), int(m.group(1))
+
+
+def _quant_rows(w: torch.Tensor) -> torch.Tensor:
+    """View any tensor as float32 rows: (shape[0], -1) for ndim >= 2, one row otherwise."""
+    w = w.detach().float()
+    return w.reshape(w.shape[0], -1) if w.ndim >= 2 else w.reshape(1, -1)
+
+
+def _quant_fp16_scale(clip: torch.Tensor, qmax: int) -> torch.Tensor:
+    """Per-row scale clip/qmax rounded to fp16 (as stored), kept away from 0 and fp16 subnormals."""
+    return (clip / qmax).clamp_min(1e-7).clamp(6.2e-5, 6.5e4).half()
+
+
+def _quant_rtn(rows: torch.Tensor, scale16: torch.Tensor, qmax: int) -> torch.Tensor:
+    """Round-to-nearest with fixed fp16 scales: (R, C) float -> (R, C) int8."""
+    return torch.clamp(torch.round(rows / scale16.float()[:, None]), -qmax, qmax).to(torch.int8)
+
+
+def quantize_int8_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Baseline per-row int8: clip each row at the 99.99984th percentile of |w|; (q int8, scale fp16)."""
+    rows = _quant_rows(w)
+    absw = rows.abs()
+    # kthvalue instead of torch.quantile: quantile refuses inputs over 16M elements.
+    k = min(absw.shape[1], max(1, math.ceil(QUANT_INT8_CLIP_Q * absw.shape[1])))
+    clip = absw.kthvalue(k, dim=1).values if absw.shape[1] else torch.zeros(absw.shape[0])
+    scale16 = _quant_fp16_scale(clip, 127)
+    return _quant_rtn(rows, scale16, 127), scale16
+
+
+def quantize_lite_rows(w: torch.Tensor, bits: int = 6,
+                       clip_ratios=QUANT_CLIP_RATIOS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row intN with a clip search: per row, the clip ratio of absmax with the least row MSE."""
+    rows = _quant_rows(w)
+    qmax = 2 ** (bits - 1) - 1
+    absmax = rows.abs().amax(dim=1) if rows.shape[1] else torch.zeros(rows.shape[0])
+    best_q, best_s, best_err = None, None, None
+    for ratio in clip_ratios:
+        s16 = _quant_fp16_scale(absmax * ratio, qmax)
+        q = _quant_rtn(rows, s16, qmax)
+        err = (q.float() * s16.float()[:, None] - rows).pow(2).sum(dim=1)  # (R,)
+        if best_err is None:
+            best_q, best_s, best_err = q, s16, err
+            continue
+        better = err < best_err
+        best_q = torch.where(better[:, None], q, best_q)
+        best_s = torch.where(better, s16, best_s)
+        best_err = torch.minimum(err, best_err)
+    return best_q, best_s
+
+
+def _gptq_prepare(H: torch.Tensor, cols: int, damp: float, act_order: bool):
+    """Damped Hessian -> (perm, upper Cholesky factor of H^-1 (float32), dead columns mask)."""
+    if H.shape != (cols, cols):
+        raise ValueError(f"GPTQ Hessian shape {tuple(H.shape)} does not match weight cols {cols}")
+    H = H.detach().double().clone()  # factorise in float64: H is often badly conditioned
+    dead = torch.diag(H) == 0  # inputs that never fire: weight there is irrelevant, zero it
+    H[dead, dead] = 1.0
+    perm = torch.argsort(torch.diag(H), descending=True) if act_order else torch.arange(cols, device=H.device)
+    H = H[perm][:, perm]
+    H += damp * torch.diag(H).mean() * torch.eye(cols, dtype=H.dtype, device=H.device)
+    L = torch.linalg.cholesky(H)
+    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
+    return perm, Hinv.float(), dead
+
+
+def _gptq_core(W: torch.Tensor, Hinv: torch.Tensor, scale: torch.Tensor, qmax: int,
+               block_size: int) -> torch.Tensor:
+    """GPTQ column loop on permuted W (R, C) float32 with upper-Cholesky Hinv (C, C) -> q (R, C)."""
+    W = W.clone()
+    R, C = W.shape
+    Q = torch.zeros(R, C, dtype=torch.int8, device=W.device)
+    s = scale.float()[:, None]  # (R, 1)
+    for i1 in range(0, C, block_size):
+        i2 = min(i1 + block_size, C)
+        W1, Hinv1 = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
+        Err1 = torch.zeros_like(W1)
+        for i in range(i2 - i1):
+            w = W1[:, i:i + 1]  # (R, 1)
+            q = torch.clamp(torch.round(w / s), -qmax, qmax)
+            Q[:, i1 + i] = q[:, 0].to(torch.int8)
+            err = (w - q * s) / Hinv1[i, i]
+            # spread this column's rounding error over the not-yet-quantised columns of the block
+            W1[:, i:] -= err @ Hinv1[i:i + 1, i:]
+            Err1[:, i:i + 1] = err
+        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]  # lazy batch update of the remaining blocks
+    return Q
+
+
+def gptq_quantize(w: torch.Tensor, H: torch.Tensor, bits: int = 6, block_size: int = 128,
+                  damp: float = 0.01, act_order: bool = True, scale: torch.Tensor | None = None,
+                  clip_ratios=QUANT_GPTQ_CLIP_RATIOS) -> tuple[torch.Tensor, torch.Tensor]:
+    """GPTQ (Frantar et al.): quantise W (rows, cols) column by column, compensating each rounding
+    error on the remaining columns through the Cholesky factor of the inverse Hessian H = X^T X
+    (cols, cols). Returns (q int8 (rows, cols), scale fp16 (rows,)). With `scale` given (fp16 per
+    row) it is used as is; otherwise each row takes, among `clip_ratios` of its absmax, the clip
+    whose GPTQ result has the least output error (dW H dW^T)_rr.
+    """
+    if w.ndim != 2:
+        raise ValueError(f"gptq_quantize expects a 2-D weight, got shape {tuple(w.shape)}")
+    qmax = 2 ** (bits - 1) - 1
+    R, C = w.shape
+    H = H.to(w.device)
+    perm, Hinv, dead = _gptq_prepare(H, C, damp, act_order)
+    W = w.detach().float().clone()
+    W[:, dead] = 0.0
+    Wp = W[:, perm]
+    inv_perm = torch.argsort(perm)
+    if scale is not None:
+        scale = scale.to(w.device).half()
+        return _gptq_core(Wp, Hinv, scale, qmax, block_size)[:, inv_perm], scale
+    absmax = W.abs().amax(dim=1)
+    scales = [_quant_fp16_scale(absmax * r, qmax) for r in clip_ratios]
+    # rows are independent in GPTQ: run all clip candidates as one stacked (K*R, C) problem
+    Qs = _gptq_core(Wp.repeat(len(scales), 1), Hinv, torch.cat(scales), qmax, block_size)
+    Qs = Qs[:, inv_perm].reshape(len(scales), R, C)
+    Hd, Wd = H.detach().double(), W.double()
+    errs = torch.stack([_gptq_row_error(Wd, Qs[k], scales[k], Hd) for k in range(len(scales))])
+    best = errs.argmin(dim=0)  # (R,)
+    rows = torch.arange(R, device=w.device)
+    return Qs[best, rows], torch.stack(scales)[best, rows]
+
+
+def _gptq_row_error(W: torch.Tensor, q: torch.Tensor, scale16: torch.Tensor,
+                    H: torch.Tensor) -> torch.Tensor:
+    """Per-row output error (dW H dW^T)_rr, dW = W - q*s: (R,) float64."""
+    dW = W - q.double() * scale16.double()[:, None]
+    return ((dW @ H) * dW).sum(dim=1)
+
+
+def collect_hessians(model: nn.Module, batches, names=None, forward=None) -> dict[str, torch.Tensor]:
+    """H = sum over calibration tokens of x^T x for the input x of every nn.Linear (or those whose
+    module name is in `names`), keyed by the weight's state_dict name "<module>.weight"; float32 on
+    CPU, (in_features, in_features). Each batch is passed as model(batch) (model(*batch) for a
+    tuple), or forward(model, batch) when given. Runs under no_grad; restores train/eval mode.
+    """
+    hessians: dict[str, torch.Tensor] = {}
+    hooks = []
+
+    def make_hook(key):
+        def hook(module, inputs, output):
+            x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).float()  # (tokens, in)
+            h = x.T @ x
+            hessians[key] = hessians[key] + h if key in hessians else h
+        return hook
+
+    for mod_name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and (names is None or mod_name in names):
+            hooks.append(module.register_forward_hook(make_hook(f"{mod_name}.weight")))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                if forward is not None:
+                    forward(model, batch)
+                elif isinstance(batch, (tuple, list)):
+                    model(*batch)
+                else:
+                    model(batch)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return {k: v.cpu() for k, v in hessians.items()}
+
+
+def _quant_torch_dtype_name(t: torch.Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
+
+
+def quantize_tensor(w: torch.Tensor, scheme: str, H: torch.Tensor | None = None,
+                    device=None) -> dict:
+    """Quantise one tensor. Returns {"scheme", "shape", "dtype", "arrays": {key: np.ndarray}}:
+    float schemes store "w"; integer schemes store "q" (int8, (rows, cols)) and "scale" (fp16, rows).
+    int*_gptq needs H (cols, cols) and raises ValueError without it; GPTQ runs on `device`
+    (default: the CPU), e.g. "cuda" to keep calibration inside the training clock.
+    """
+    kind, bits = parse_scheme(scheme)
+    meta = {"scheme": scheme, "shape": list(w.shape), "dtype": _quant_torch_dtype_name(w)}
+    if kind == "raw":
+        arr = w.detach().cpu().numpy().copy()
+        return {**meta, "arrays": {"w": arr}}
+    if kind != "float" and not w.is_floating_point():
+        raise ValueError(f"scheme {scheme!r} needs a float tensor, got {w.dtype}")
+    if kind == "float":
+        return {**meta, "arrays": {"w": _quant_float_array(w, scheme)}}
+    if kind == "int8":
+        q, s = quantize_int8_rows(w)
+    elif kind == "lite":
+        q, s = quantize_lite_rows(w, bits)
+    else:
+        if H is None:
+            raise ValueError(f"scheme {scheme!r} needs a Hessian H (collect_hessians)")
+        q, s = gptq_quantize(_quant_rows(w).to(device or "cpu"), H.to(device or "cpu"), bits=bits)
+    return {**meta, "arrays": {"q": q.cpu().numpy(), "scale": s.cpu().numpy()}}
+
+
+def _quant_float_array(w: torch.Tensor, scheme: str) -> np.ndarray:
+    """fp32/fp16 as numpy arrays; bf16 as its raw uint16 bit pattern (numpy has no bfloat16)."""
+    w = w.detach().cpu()
+    if scheme == "fp32":
+        return w.float().numpy().copy()
+    if scheme == "fp16":
+        return w.half().numpy().copy()
+    return w.bfloat16().view(torch.int16).numpy().view(np.uint16).copy()
+
+
+def dequantize_tensor(entry: dict) -> torch.Tensor:
+    """Inverse of quantize_tensor: float32 tensor of the original shape ("raw": original dtype)."""
+    kind, _ = parse_scheme(entry["scheme"])
+    shape, arrays = tuple(entry["shape"]), entry["arrays"]
+    if kind == "raw":
+        return torch.from_numpy(np.array(arrays["w"])).reshape(shape)
+    if kind == "float":
+        w = arrays["w"]
+        if entry["scheme"] == "bf16":
+            t = torch.from_numpy(np.array(w).view(np.int16)).view(torch.bfloat16)
+        else:
+            t = torch.from_numpy(np.array(w))
+        return t.float().reshape(shape)
+    q = torch.from_numpy(np.array(arrays["q"])).float()
+    s = torch.from_numpy(np.array(arrays["scale"])).float()
+    return (q * s[:, None]).reshape(shape)
+
+
+def default_plan(name: str, tensor: torch.Tensor, base_scheme: str) -> str:
+    """Precision per tensor group: non-float -> raw; control tensors (gains, mixes, skip weights)
+    -> fp32; small (<= 65,536 elements) or 1-D -> fp16; embeddings -> int8 (when the base scheme is
+    an integer scheme); everything else the base scheme."""
+    kind, _ = parse_scheme(base_scheme)
+    if not tensor.is_floating_point():
+        return "raw"
+    if any(p in name for p in QUANT_CONTROL_PATTERNS) and tensor.numel() <= QUANT_KEEP_FLOAT_MAX_NUMEL:
+        return "fp32"
+    if kind == "float":
+        return base_scheme
+    if tensor.ndim < 2 or tensor.numel() <= QUANT_KEEP_FLOAT_MAX_NUMEL:
+        return "fp16"
+    if any(p in name for p in QUANT_EMBED_PATTERNS):
+        return "int8"
+    return base_scheme
+
+
+def _quant_symbol_counts(symbols) -> np.ndarray:
+    arrays = symbols if isinstance(symbols, (list, tuple)) else [symbols]
+    flat = np.concatenate([np.asarray(a).astype(np.int64).ravel() for a in arrays])
+    if flat.size == 0:
+        return np.zeros(0)
+    return np.bincount(flat - flat.min())
+
+
+def symbol_entropy_bits(symbols) -> float:
+    """Global zero-order entropy H0 of integer symbols (an array or a list of arrays), in bits,
+    total: N * H(p) with p the empirical symbol frequencies over all of them."""
+    counts = _quant_symbol_counts(symbols)
+    n = counts.sum()
+    if n == 0:
+        return 0.0
+    p = counts[counts > 0] / n
+    return float(-(counts[counts > 0] * np.log2(p)).sum())
+
+
+def row_entropy_bits(symbols) -> float:
+    """Sum over rows of each row's own zero-order entropy (bits, total), for a 2-D array or a
+    list of them: what per-row tables could reach if the tables themselves were free."""
+    arrays = symbols if isinstance(symbols, (list, tuple)) else [symbols]
+    total = 0.0
+    for a in arrays:
+        a = np.asarray(a).astype(np.int64)
+        a = a.reshape(a.shape[0], -1) if a.ndim >= 2 else a.reshape(1, -1)
+        if a.size == 0:
+            continue
+        a = a - a.min()
+        A = int(a.max()) + 1
+        counts = np.bincount((a + A * np.arange(a.shape[0])[:, None]).ravel(),
+                             minlength=A * a.shape[0]).reshape(a.shape[0], A).astype(np.float64)
+        p = counts / counts.sum(axis=1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            total += float(-np.nansum(np.where(counts > 0, counts * np.log2(p), 0.0)))
+    return total
