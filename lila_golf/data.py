@@ -240,14 +240,18 @@ def build_byte_tables(sp, vocab_size: int | None = None) -> ByteTables:
 
 def target_bytes(prev_ids, target_ids, tables: ByteTables) -> np.ndarray:
     """UTF-8 bytes each target stands for, given the token before it (int64, shape of targets)."""
-    prev = np.asarray(prev_ids, dtype=np.int64)
-    tgt = np.asarray(target_ids, dtype=np.int64)
+    prev, tgt = np.asarray(prev_ids), np.asarray(target_ids)  # uint16 shards index directly, no int64 copy
+    if not (np.issubdtype(prev.dtype, np.integer) and np.issubdtype(tgt.dtype, np.integer)):
+        prev, tgt = prev.astype(np.int64), tgt.astype(np.int64)  # e.g. empty lists come in as float64
     size = tables.base_bytes.size
     for name, ids in (("previous", prev), ("target", tgt)):
         if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= size):
             raise ValueError(f"{name} token id outside the byte tables (size {size})")
-    space = tables.has_leading_space[tgt] & ~tables.is_boundary[prev]
-    return tables.base_bytes[tgt].astype(np.int64) + space
+    out = tables.base_bytes.astype(np.int64)[tgt]  # gather from an int64 table: no big astype copy
+    space = tables.has_leading_space[tgt]
+    space &= (~tables.is_boundary)[prev]
+    out += space
+    return out
 
 
 def target_bytes_torch(prev_ids: torch.Tensor, target_ids: torch.Tensor, tables: ByteTables) -> torch.Tensor:
