@@ -139,11 +139,27 @@ def test_tampering_fails_verify(record, capsys, tamper, failing, message):
     assert re.search(rf"^verify: FAIL \(.*\b{failing}\b", out, re.M)
 
 
-def test_record_refuses_code_that_did_not_run(seed_runs, tmp_path):
+def test_record_refuses_code_that_did_not_run(seed_runs, tmp_path, capsys):
     edited = tmp_path / "train_gpt.py"
     edited.write_text((seed_runs[0] / "train_gpt.py").read_text() + "# edited\n")
     with pytest.raises(RecordError, match="not the code that ran"):
         create_record(seed_runs[:1], name="x", track="track_cpu_10min", out=tmp_path, code=edited)
+    rc = main(["record", str(seed_runs[0]), "--name", "x", "--track", "track_cpu_10min",
+               "--out", str(tmp_path / "records"), "--code", str(edited)])
+    assert rc == 1 and "not the code that ran" in capsys.readouterr().err
+    assert not (tmp_path / "records" / "track_cpu_10min").exists() or \
+        not any((tmp_path / "records" / "track_cpu_10min").iterdir())
+
+
+def test_train_time_limit_allows_only_the_step_that_began_in_time():
+    """Both trainers check the clock between steps: the last step may end past 600 s, if it began
+    before (the official baseline logs 600,038 ms)."""
+    from lila_golf.records import SeedRun, train_time_within
+    run = lambda ms, steps: SeedRun(Path("x.log"), "lila", train_time_ms=ms, steps=steps)
+    assert train_time_within(run(600_000, 500), 600)
+    assert train_time_within(run(600_900, 500), 600)  # mean step 1,201.8 ms: began at ~599.7 s
+    assert not train_time_within(run(602_000, 500), 600)  # began at ~600.8 s
+    assert not train_time_within(run(None, 500), 600) and train_time_within(run(10**9, 1), None)
 
 
 def test_record_refuses_code_differing_between_seeds(seed_runs, tmp_path):
