@@ -4,6 +4,8 @@
     python -m lila_golf train                # the training script, configured by env vars
     python -m lila_golf bundle [--check]     # generate train_gpt.py from the package
     python -m lila_golf data --help          # fetch / tokenize / train-tokenizer / stats
+    python -m lila_golf size|record|verify|compare ...   # artifact size and record folders
+    python -m lila_golf audit --scorer ngram SHARD       # validity audit of a scorer (C1-C4)
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ COMMANDS = [
     ("lila_golf.bundle", "add_bundle_parser"),
     ("lila_golf.datacmd", "add_data_parser"),
     ("lila_golf.audit", "add_audit_parser"),
+    ("lila_golf.records", "add_records_parsers"),
 ]
 
 

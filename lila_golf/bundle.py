@@ -24,7 +24,7 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
 # what runs in a record; tools (data download, records, audit, generation) stay out
-BUNDLED_MODULES = ["config", "data", "lattice", "model", "optim", "codec", "quant", "artifact",
+BUNDLED_MODULES = ["config", "data", "lattice", "geometry", "model", "optim", "codec", "quant", "artifact",
                    "checkpoint", "ngram", "scoring", "evaluate", "train"]
 RELATIVE_IMPORT = re.compile(r"^from \.(\w+) import (.+)$")
 BANNER = "# " + "=" * 30 + " {name} " + "=" * 30

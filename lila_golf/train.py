@@ -32,6 +32,7 @@ from .artifact import load_artifact, save_artifact
 from .lattice import weight_telemetry
 from .checkpoint import flatten_optimizer_state, load_checkpoint, save_checkpoint, unflatten_optimizer_state
 from .evaluate import eval_val_plain
+from .scoring import eval_sliding
 from .quant import collect_hessians
 
 ARTIFACT_LIMIT_BYTES = 16_000_000
@@ -167,13 +168,8 @@ class Trainer:
         meta = {"step": step, "train_time_ms": train_time_ms, "loader": self.loader.state_dict(),
                 "optimizers": [flatten_optimizer_state(f"opt{i}", o.state_dict(), tensors) for i, o in enumerate(self.optimizers)]}
         for name, avg in (("ema", self.ema), ("swa", self.swa)):
-            if avg is not None:
-                state = avg.state_dict()
-                meta[name] = {k: v for k, v in state.items() if not torch.is_tensor(v) and not isinstance(v, dict)}
-                for k, v in state.items():
-                    if isinstance(v, dict):
-                        tensors.update({f"{name}.{k}.{n}": t for n, t in v.items()})
-                        meta[name][k] = {"tensor_dict": f"{name}.{k}."}
+            if avg is not None:  # flat {key: tensor} states
+                tensors.update({f"{name}/{k}": v for k, v in avg.state_dict().items()})
         save_checkpoint(path, tensors, meta)
 
     def load(self, path: str) -> tuple[int, float]:
@@ -187,15 +183,9 @@ class Trainer:
                         pstate[k] = v.to(self.device)
             opt.load_state_dict(state)
         for name, avg in (("ema", self.ema), ("swa", self.swa)):
-            if avg is not None and name in meta:
-                state = {}
-                for k, v in meta[name].items():
-                    if isinstance(v, dict) and "tensor_dict" in v:
-                        prefix = v["tensor_dict"]
-                        state[k] = {n[len(prefix):]: t.to(self.device) for n, t in tensors.items() if n.startswith(prefix)}
-                    else:
-                        state[k] = v
-                avg.load_state_dict(state)
+            if avg is not None:
+                prefix = f"{name}/"
+                avg.load_state_dict({k[len(prefix):]: v.to(self.device) for k, v in tensors.items() if k.startswith(prefix)})
         self.loader.load_state_dict(meta["loader"])
         return meta["step"], meta["train_time_ms"]
 
@@ -222,13 +212,28 @@ def run_validation(model, val, hp, device, autocast, denv):
                           rank=denv.rank, world_size=denv.world_size, autocast=autocast)
 
 
+def sliding_validation(model, val, hp, device, autocast, denv):
+    """Every target scored once in the window that gives it the most context (stride EVAL_STRIDE)."""
+    model.eval()
+
+    @torch.no_grad()
+    def logits_fn(x):
+        with autocast() if autocast else contextlib.nullcontext():
+            return model(x).float()
+
+    tokens = torch.from_numpy(val["tokens"]).to(device)
+    return eval_sliding(logits_fn, tokens, hp.train_seq_len, hp.eval_stride, val["tables"],
+                        rank=denv.rank, world_size=denv.world_size,
+                        batch_size=max(1, hp.val_batch_tokens // hp.train_seq_len))
+
+
 def load_validation(hp, sp_tables, log) -> dict:
     tokens = load_val_tokens(os.path.join(hp.data_path, "fineweb_val_*.bin"), hp.vocab_size)
     if hp.val_max_tokens and hp.val_max_tokens + 1 < len(tokens):
         tokens = tokens[: hp.val_max_tokens + 1]
         log(f"val_subset:first_{hp.val_max_tokens}_targets (NOT the full val set)")
     tokens = np.asarray(tokens, dtype=np.int64)
-    return {"tokens": tokens, "bytes": target_bytes(tokens[:-1], tokens[1:], sp_tables)}
+    return {"tokens": tokens, "bytes": target_bytes(tokens[:-1], tokens[1:], sp_tables), "tables": sp_tables}
 
 
 def export_and_roundtrip(trainer, hp, denv, device, autocast, val, log, run_dir, code_bytes, tok_sha) -> int:
@@ -257,6 +262,11 @@ def export_and_roundtrip(trainer, hp, denv, device, autocast, val, log, run_dir,
     bytes_total = bytes_model + len(code_bytes)
     tag = f"final_{hp.quant_scheme}_{hp.codec}_roundtrip"
     log(f"{tag} val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} tokens:{res['tokens']} bytes:{res['bytes']} eval_time:{eval_ms:.0f}ms")
+    if hp.eval_stride > 0:
+        t0 = time.perf_counter()
+        res = sliding_validation(fresh, val, hp, device, autocast, denv)
+        log(f"{tag}_sliding stride:{hp.eval_stride} val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} "
+            f"tokens:{res['tokens']} bytes:{res['bytes']} eval_time:{1000 * (time.perf_counter() - t0):.0f}ms")
     log(f"bytes_code:{len(code_bytes)} bytes_model:{bytes_model} bytes_total:{bytes_total} limit:{ARTIFACT_LIMIT_BYTES}")
     if bytes_total > ARTIFACT_LIMIT_BYTES:
         log(f"artifact_valid:false over_limit_by:{bytes_total - ARTIFACT_LIMIT_BYTES}")

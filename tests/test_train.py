@@ -45,7 +45,7 @@ def test_presets_and_env_override():
 
 
 def test_one_and_two_processes_agree(tmp_path, mini_data, sp1024_model):
-    one, log1 = run_script(tmp_path, mini_data, sp1024_model, {}, run_id="one")
+    one, log1 = run_script(tmp_path, mini_data, sp1024_model, {"EVAL_STRIDE": "64"}, run_id="one")
     assert one.returncode == 0, one.stderr[-3000:]
     two, log2 = run_script(tmp_path, mini_data, sp1024_model, {}, nproc=2, run_id="two")
     assert two.returncode == 0, two.stderr[-3000:]
@@ -58,6 +58,10 @@ def test_one_and_two_processes_agree(tmp_path, mini_data, sp1024_model):
     assert m and int(m.group(3)) == 4096
     assert re.search(r"bytes_code:\d+ bytes_model:\d+ bytes_total:\d+ limit:16000000", log1)
     assert "artifact_valid:true" in log1
+    # sliding evaluation with stride == seq_len is the plain evaluation
+    sliding = re.search(r"final_int8_zlib_roundtrip_sliding stride:64 val_loss:(\S+) val_bpb:\S+ tokens:(\d+)", log1)
+    assert sliding and int(sliding.group(2)) == 4096
+    assert abs(float(sliding.group(1)) - float(m.group(1))) < 1e-6
 
 
 def test_resume_matches_straight_run(tmp_path, mini_data, sp1024_model):
