@@ -16,17 +16,18 @@ Header JSON:
     scheme, codec     the base quantisation scheme and the codec asked for
     payload_bytes     P
     groups            [{name, codec, offset, length, raw_bytes}]: offset/length of the coded group
-                      within the payload, raw_bytes its decoded size. Groups: "sym" (integer
-                      symbols q of every quantised tensor, int8), "scale" (fp16 per-row scales),
-                      "float" (tensors kept as floats or raw). Codec per group: the artifact codec
-                      (zlib, lzma, zstd, brotli); with codec "rans" the "sym" group is coded by
-                      lila_golf.codec.rans_encode and the other groups by lzma.
+                      within the payload, raw_bytes its decoded size. Groups: "sym<bits>"
+                      (integer symbols q of the quantised tensors of that bit width, int8),
+                      "scale" (fp16 per-row scales), "float" (tensors kept as floats or raw).
+                      Codec per group: the artifact codec (zlib, lzma, zstd, brotli); with codec
+                      "rans" the sym groups are coded by lila_golf.codec.rans_encode and the
+                      other groups by lzma.
     tensors           [{name, shape, dtype, scheme, codec, arrays: [{key, dtype, shape, group,
                       offset, nbytes}]}]: dtype is the original torch dtype; each array lies at
                       [offset, offset+nbytes) of its decoded group, numpy dtype string (e.g. "|i1",
                       "<f2"), C order. Dequantisation is lila_golf.quant.dequantize_tensor.
-    num_params, sym_h0_bits, sym_coded_bytes   size accounting: H0 (global zero-order entropy)
-                      of all integer symbols beside the bytes they were coded in.
+    num_params, sym_h0_bits, sym_coded_bytes   size accounting: H0 (zero-order entropy, per
+                      sym group, summed) of the integer symbols beside the bytes they were coded in.
 
 Nothing is ever pickled; the loader checks magic, version, length, checksum and tokenizer hash
 before it decodes anything, and every failure is an ArtifactError naming the file.
@@ -52,7 +53,6 @@ ARTIFACT_VERSION = 1
 ARTIFACT_CODECS = CODEC_NAMES + ("rans",)
 _ARTIFACT_PREFIX = struct.Struct("<8sHI")  # magic, version, header length
 _ARTIFACT_SHA_BYTES = 32
-_ARTIFACT_GROUPS = ("sym", "scale", "float")
 _ARTIFACT_RANS_SIDE_CODEC = "lzma"
 
 
@@ -97,24 +97,27 @@ def quantized_state(state_dict: dict, scheme: str = "int8", hessians: dict | Non
     return {k: dequantize_tensor(e) for k, e in entries.items()}
 
 
-def _artifact_group_of(key: str) -> str:
-    return {"q": "sym", "scale": "scale"}.get(key, "float")
+def _artifact_group_of(key: str, scheme: str) -> str:
+    """Symbols of each bit width get their own group ("sym6", "sym8"): one set of statistics each."""
+    if key == "q":
+        return f"sym{parse_scheme(scheme)[1]}"
+    return "scale" if key == "scale" else "float"
 
 
 def _artifact_layout(entries: dict) -> tuple[list, dict]:
     """Tensor table (without codec) and, per group, the list of arrays in payload order."""
-    table, group_arrays, group_pos = [], {g: [] for g in _ARTIFACT_GROUPS}, dict.fromkeys(_ARTIFACT_GROUPS, 0)
+    table, group_arrays, group_pos = [], {}, {}
     for name, e in entries.items():
         arrays = []
         for key, arr in e["arrays"].items():
             arr = np.ascontiguousarray(arr)
             if arr.dtype.byteorder == ">":
                 arr = arr.astype(arr.dtype.newbyteorder("<"))
-            g = _artifact_group_of(key)
+            g = _artifact_group_of(key, e["scheme"])
             arrays.append({"key": key, "dtype": arr.dtype.str, "shape": list(arr.shape), "group": g,
-                           "offset": group_pos[g], "nbytes": int(arr.nbytes)})
-            group_arrays[g].append(arr)
-            group_pos[g] += int(arr.nbytes)
+                           "offset": group_pos.get(g, 0), "nbytes": int(arr.nbytes)})
+            group_arrays.setdefault(g, []).append(arr)
+            group_pos[g] = group_pos.get(g, 0) + int(arr.nbytes)
         table.append({"name": name, "shape": e["shape"], "dtype": e["dtype"], "scheme": e["scheme"],
                       "arrays": arrays})
     return table, group_arrays
@@ -123,7 +126,7 @@ def _artifact_layout(entries: dict) -> tuple[list, dict]:
 def _artifact_encode_group(group: str, arrays: list, codec: str) -> tuple[bytes, str]:
     """Coded bytes of one group and the codec used for it."""
     if codec == "rans":
-        if group == "sym":
+        if group.startswith("sym"):
             return rans_encode([a.reshape(a.shape[0], -1) if a.ndim >= 2 else a.reshape(1, -1)
                                 for a in arrays]), "rans"
         codec = _ARTIFACT_RANS_SIDE_CODEC
@@ -142,23 +145,21 @@ def save_artifact(path, state_dict: dict, *, model_config: dict, tokenizer_sha25
     entries = quantize_state(state_dict, scheme, hessians, plan, device)
     table, group_arrays = _artifact_layout(entries)
     groups, blobs, offset = [], [], 0
-    for g in _ARTIFACT_GROUPS:
-        if not group_arrays[g]:
-            continue
+    for g in sorted(group_arrays, key=lambda g: (not g.startswith("sym"), g)):
         blob, used = _artifact_encode_group(g, group_arrays[g], codec)
         groups.append({"name": g, "codec": used, "offset": offset, "length": len(blob),
                        "raw_bytes": sum(int(a.nbytes) for a in group_arrays[g])})
         blobs.append(blob)
         offset += len(blob)
-    sym_codec = {gr["name"]: gr["codec"] for gr in groups}
-    for t in table:
-        t["codec"] = sym_codec.get(t["arrays"][0]["group"], codec) if t["arrays"] else codec
+    group_codec = {gr["name"]: gr["codec"] for gr in groups}
+    for t in table:  # the codec of the tensor's main array (its symbols, or its float values)
+        t["codec"] = group_codec[t["arrays"][0]["group"]] if t["arrays"] else codec
     header = {"format": "lila_golf.artifact", "version": ARTIFACT_VERSION,
               "model_config": model_config, "tokenizer_sha256": tokenizer_sha256,
               "scheme": scheme, "codec": codec, "payload_bytes": offset, "groups": groups,
               "tensors": table, "num_params": int(sum(t.numel() for t in state_dict.values())),
-              "sym_h0_bits": symbol_entropy_bits(group_arrays["sym"]) if group_arrays["sym"] else 0.0,
-              "sym_coded_bytes": next((gr["length"] for gr in groups if gr["name"] == "sym"), 0)}
+              "sym_h0_bits": sum(symbol_entropy_bits(a) for g, a in group_arrays.items() if g.startswith("sym")),
+              "sym_coded_bytes": sum(gr["length"] for gr in groups if gr["name"].startswith("sym"))}
     try:
         header_bytes = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
     except TypeError as exc:

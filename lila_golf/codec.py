@@ -34,7 +34,9 @@ RANS_SCALE_BITS = 15           # probabilities quantised to 1/32768; a freq fits
 RANS_STATE_LOW = 1 << 16       # rANS state lives in [2^16, 2^32)
 RANS_MAX_TABLES = 32
 RANS_MAX_LANES = 4096          # 4 bytes of final state per lane
-RANS_KMEANS_ROUNDS = 8
+RANS_FIT_ROUNDS = 3
+RANS_SYMBOLS_PER_ENTRY = 2048  # tables: about one table entry per 2,048 coded symbols, at most 32
+RANS_COL_SHIFT_MAX = 8         # a column moves its symbols at most 8 tables up or down the ladder
 _RANS_MAGIC = b"RANS"
 _RANS_VERSION = 1
 
@@ -108,39 +110,71 @@ def _rans_quantise_freqs(probs: np.ndarray, scale_bits: int) -> np.ndarray:
     return freqs
 
 
-def _rans_code_lengths(counts: np.ndarray, freqs: np.ndarray, scale_bits: int) -> np.ndarray:
-    """Bits for each row under each table: (R, A) x (K, A) -> (R, K)."""
-    return counts @ (scale_bits - np.log2(np.maximum(freqs, 1e-3))).T
+def _rans_ladder_ids(row_ids: np.ndarray, col_shift: np.ndarray, K: int) -> np.ndarray:
+    """Table of each symbol of an (R, C) array: clip(row id + column shift) on the ladder (R, C)."""
+    return np.clip(row_ids[:, None] + col_shift[None, :], 0, K - 1)
 
 
-def _rans_pooled_probs(counts: np.ndarray, assign: np.ndarray, K: int, smooth: bool) -> np.ndarray:
-    """Symbol distribution of each class from the counts of its rows: (K, A)."""
-    pooled = np.zeros((K, counts.shape[1]))
-    np.add.at(pooled, assign, counts)
-    if smooth:  # while fitting, keep every symbol possible so rows can move between classes
-        pooled += 0.5 / counts.shape[1] + pooled.sum(axis=1, keepdims=True) * 1e-6
-    return pooled / np.maximum(pooled.sum(axis=1, keepdims=True), 1e-300)
+def _rans_pooled_probs(mats, row_ids, col_shifts, K: int, A: int, smooth: bool) -> np.ndarray:
+    """Symbol distribution of each ladder table from the symbols assigned to it: (K, A)."""
+    pooled = np.zeros(K * A)
+    for m, a, b in zip(mats, row_ids, col_shifts):
+        idx = (_rans_ladder_ids(a, b, K) * A + m).ravel()
+        pooled += np.bincount(idx, minlength=K * A)
+    pooled = pooled.reshape(K, A)
+    if smooth:  # while fitting, keep every symbol possible so rows and columns can move
+        pooled += 0.5 / A + pooled.sum(axis=1, keepdims=True) * 1e-6
+    empty = pooled.sum(axis=1) == 0
+    pooled[empty] = 1.0  # a table nobody uses: any valid distribution
+    return pooled / pooled.sum(axis=1, keepdims=True)
 
 
-def _rans_fit_tables(counts: np.ndarray, num_tables: int, scale_bits: int):
-    """k-means over rows in code length: returns (freqs (K, A) int64, row table ids (R,))."""
-    R, A = counts.shape
-    # about 512 symbols per table entry, so the tables stay a small part of the stream
-    K = int(max(1, min(num_tables, R, counts.sum() // (512 * A))))
+def _rans_offset_cost(m: np.ndarray, shift: np.ndarray, candidates: np.ndarray,
+                      bits: np.ndarray) -> np.ndarray:
+    """Bits to code each row of m (R, C) for each candidate base a, when column c uses ladder
+    table clip(a + shift[c]): (R, len(candidates)). bits (K, A) = code length per table/symbol."""
+    K, A = bits.shape
+    values, v_idx = np.unique(shift, return_inverse=True)  # (V,), (C,)
+    R, V = m.shape[0], values.size
+    # counts[r, v, s]: how often row r holds symbol s in a column with shift values[v]
+    idx = (np.arange(R)[:, None] * (V * A) + v_idx[None, :] * A + m).ravel()
+    counts = np.bincount(idx, minlength=R * V * A).reshape(R, V * A).astype(np.float32)
+    table = np.clip(candidates[None, :] + values[:, None], 0, K - 1)  # (V, n_cand)
+    per_v = bits.T[:, table].transpose(1, 0, 2).reshape(V * A, candidates.size)  # [v*A+s, cand]
+    return counts @ per_v
+
+
+def _rans_fit_ladder(mats, num_tables: int):
+    """Fit the model: K tables ordered by spread (a "ladder"); symbol (r, c) of an array uses
+    table clip(row_id[r] + col_shift[c]), i.e. its log-scale is a row term plus a column term
+    (rows and input columns of a weight matrix both carry a scale). Coordinate descent on the
+    code length: rows given columns, columns given rows, tables refitted in between.
+    Returns (probs (K, A), row ids per array, column shifts per array)."""
+    n = sum(m.size for m in mats)
+    if n == 0:
+        return np.ones((1, 1)), [np.zeros(m.shape[0], np.int64) for m in mats], \
+            [np.zeros(m.shape[1], np.int64) for m in mats]
+    A = int(max(int(m.max()) for m in mats if m.size) + 1)
+    K = int(max(1, min(num_tables, n // (RANS_SYMBOLS_PER_ENTRY * A))))
+    # start: rows ordered by their own entropy, split into K groups; no column shifts
+    counts = np.concatenate([_rans_row_counts(m, A) for m in mats])
     p = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     row_h = -(np.where(p > 0, p * np.log2(np.where(p > 0, p, 1)), 0)).sum(axis=1)
-    assign = np.zeros(R, dtype=np.int64)  # start: K groups of rows ordered by their entropy
-    assign[np.argsort(row_h, kind="stable")] = np.arange(R) * K // R
-    for _ in range(RANS_KMEANS_ROUNDS):
-        freqs = _rans_quantise_freqs(_rans_pooled_probs(counts, assign, K, True), scale_bits)
-        new = _rans_code_lengths(counts, freqs, scale_bits).argmin(axis=1)
-        if np.array_equal(new, assign):
-            break
-        assign = new
-    # final tables: drop empty classes, and give slots only to symbols the class's rows use
-    used, assign = np.unique(assign, return_inverse=True)
-    freqs = _rans_quantise_freqs(_rans_pooled_probs(counts, assign, used.size, False), scale_bits)
-    return freqs, assign.astype(np.int64)
+    order = np.zeros(len(row_h), dtype=np.int64)
+    order[np.argsort(row_h, kind="stable")] = np.arange(len(row_h)) * K // max(1, len(row_h))
+    splits = np.cumsum([m.shape[0] for m in mats])[:-1]
+    row_ids = np.split(order, splits)
+    col_shifts = [np.zeros(m.shape[1], dtype=np.int64) for m in mats]
+    row_cands = np.arange(K)
+    col_cands = np.arange(-RANS_COL_SHIFT_MAX, RANS_COL_SHIFT_MAX + 1) if K > 1 else np.zeros(1, np.int64)
+    for _ in range(RANS_FIT_ROUNDS):
+        bits = -np.log2(_rans_pooled_probs(mats, row_ids, col_shifts, K, A, True))
+        row_ids = [row_cands[_rans_offset_cost(m, b, row_cands, bits).argmin(axis=1)]
+                   for m, b in zip(mats, col_shifts)]
+        bits = -np.log2(_rans_pooled_probs(mats, row_ids, col_shifts, K, A, True))
+        col_shifts = [col_cands[_rans_offset_cost(m.T, a, col_cands, bits).argmin(axis=1)]
+                      for m, a in zip(mats, row_ids)]
+    return _rans_pooled_probs(mats, row_ids, col_shifts, K, A, False), row_ids, col_shifts
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,34 +258,31 @@ def _rans_padded(values: np.ndarray, steps: int, lanes: int, fill) -> np.ndarray
 
 def rans_encode(arrays, num_tables: int = RANS_MAX_TABLES, lanes: int | None = None,
                 scale_bits: int = RANS_SCALE_BITS) -> bytes:
-    """Entropy-code a list of integer arrays (each viewed as (shape[0], -1) rows; 1-D = one row)
-    with per-row-class static tables. Exact: rans_decode returns the same values as int64 arrays
-    of shape (rows, cols)."""
+    """Entropy-code a list of integer arrays (each viewed as (shape[0], -1); 1-D = one row) with
+    the row x column ladder model (see _rans_fit_ladder). Exact: rans_decode returns the same
+    values as int64 arrays of shape (rows, cols)."""
     mats = [_rans_as_rows(np.asarray(a)) for a in arrays]
-    flat = np.concatenate([m.ravel() for m in mats]) if mats else np.zeros(0, np.int64)
-    sym_min = int(flat.min()) if flat.size else 0
-    alphabet = int(flat.max()) - sym_min + 1 if flat.size else 1
-    rows_all = [m - sym_min for m in mats]
-    counts = np.concatenate([_rans_row_counts(m, alphabet) for m in rows_all]) \
-        if mats else np.zeros((0, alphabet))
-    if counts.shape[0]:
-        freqs, row_tid = _rans_fit_tables(counts, num_tables, scale_bits)
-    else:
-        freqs, row_tid = _rans_quantise_freqs(np.ones((1, alphabet)) / alphabet, scale_bits), \
-            np.zeros(0, np.int64)
-    K = freqs.shape[0]
-    lanes, steps = _rans_lane_layout(flat.size, lanes)
+    nonempty = [m for m in mats if m.size]
+    sym_min = int(min(int(m.min()) for m in nonempty)) if nonempty else 0
+    mats = [m - sym_min for m in mats]
+    probs, row_ids, col_shifts = _rans_fit_ladder(mats, num_tables)
+    K, alphabet = probs.shape
+    freqs = _rans_quantise_freqs(probs, scale_bits)
+    n = sum(m.size for m in mats)
+    lanes, steps = _rans_lane_layout(n, lanes)
     f_flat, c_flat, _ = _rans_tables_with_pad(freqs, scale_bits)
-    tid_pos = _rans_symbol_tables(mats, row_tid)
-    idx = tid_pos * alphabet + (flat - sym_min)
-    pad_idx = K * alphabet  # pad table, symbol 0
-    f_pos = _rans_padded(f_flat[idx], steps, lanes, f_flat[pad_idx])
-    c_pos = _rans_padded(c_flat[idx], steps, lanes, np.uint64(0))
+    idx = _rans_symbol_tables(mats, row_ids, col_shifts, K) * alphabet
+    idx[:n] += np.concatenate([m.ravel() for m in mats]) if mats else 0
+    f_pos = _rans_padded(f_flat[idx], steps, lanes, f_flat[K * alphabet])  # pad: table K, symbol 0
+    c_pos = _rans_padded(c_flat[idx], steps, lanes, 0)
     words, states = _rans_encode_core(f_pos, c_pos, scale_bits)
     head = _RANS_MAGIC + struct.pack("<BBHIiHI", _RANS_VERSION, scale_bits, K, lanes, sym_min,
                                      alphabet, len(mats))
     shapes = b"".join(struct.pack("<II", *m.shape) for m in mats)
-    side = zlib.compress(row_tid.astype(np.uint8).tobytes() + freqs.astype("<u2").tobytes(), 9)
+    side = b"".join([np.concatenate(row_ids or [np.zeros(0)]).astype(np.uint8).tobytes(),
+                     (np.concatenate(col_shifts or [np.zeros(0)]) + 128).astype(np.uint8).tobytes(),
+                     freqs.astype("<u2").tobytes()])
+    side = zlib.compress(side, 9)
     return b"".join([head, shapes, struct.pack("<I", len(side)), side, struct.pack("<I", words.size),
                      words.astype("<u2").tobytes(), states.astype("<u4").tobytes()])
 
@@ -260,15 +291,12 @@ def _rans_as_rows(a: np.ndarray) -> np.ndarray:
     if not np.issubdtype(a.dtype, np.integer):
         raise CodecError(f"rANS codes integer arrays, got dtype {a.dtype}")
     a = a.astype(np.int64)
-    return a.reshape(a.shape[0], -1) if a.ndim >= 2 else a.reshape(1, -1)
+    return a.reshape(a.shape[0], int(np.prod(a.shape[1:]))) if a.ndim >= 2 else a.reshape(1, -1)
 
 
-def _rans_symbol_tables(mats, row_tid: np.ndarray) -> np.ndarray:
-    """Per-symbol table id (N,), from the table id of each row, arrays in order."""
-    parts, r0 = [], 0
-    for m in mats:
-        parts.append(np.repeat(row_tid[r0:r0 + m.shape[0]], m.shape[1]))
-        r0 += m.shape[0]
+def _rans_symbol_tables(mats, row_ids, col_shifts, K: int) -> np.ndarray:
+    """Table id of every symbol, arrays in order, row-major: (N,) int64."""
+    parts = [_rans_ladder_ids(a, b, K).ravel() for m, a, b in zip(mats, row_ids, col_shifts)]
     return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
 
 
@@ -298,24 +326,25 @@ def rans_decode(blob: bytes) -> list[np.ndarray]:
     if version != _RANS_VERSION or not 1 <= scale_bits <= 16 or lanes < 1 or K < 1:
         raise CodecError(f"unsupported or corrupt rANS header (version {version})")
     shapes = [rd.unpack("<II") for _ in range(n_arrays)]
-    n_rows = sum(r for r, _ in shapes)
+    n_rows, n_cols = sum(r for r, _ in shapes), sum(c for _, c in shapes)
     try:
         side = zlib.decompress(rd.take(rd.unpack("<I")[0]))
     except zlib.error as exc:
         raise CodecError(f"corrupt rANS side data: {exc}") from exc
-    if len(side) != n_rows + 2 * K * alphabet:
+    if len(side) != n_rows + n_cols + 2 * K * alphabet:
         raise CodecError("corrupt rANS stream: side data has the wrong length")
-    row_tid = np.frombuffer(side[:n_rows], np.uint8)
-    freqs = np.frombuffer(side[n_rows:], "<u2").astype(np.int64).reshape(K, alphabet)
+    ids = np.frombuffer(side[:n_rows + n_cols], np.uint8).astype(np.int64)
+    row_ids = np.split(ids[:n_rows], np.cumsum([r for r, _ in shapes])[:-1])
+    col_shifts = np.split(ids[n_rows:] - 128, np.cumsum([c for _, c in shapes])[:-1])
+    freqs = np.frombuffer(side[n_rows + n_cols:], "<u2").astype(np.int64).reshape(K, alphabet)
     words = np.frombuffer(rd.take(2 * rd.unpack("<I")[0]), "<u2")
     states = np.frombuffer(rd.take(4 * lanes), "<u4")
-    if np.any(row_tid >= K) or np.any(freqs.sum(1) != 1 << scale_bits):
+    if np.any(ids[:n_rows] >= K) or np.any(freqs.sum(1) != 1 << scale_bits):
         raise CodecError("corrupt rANS stream: tables or row ids inconsistent")
     n = sum(r * c for r, c in shapes)
     steps = max(1, -(-n // lanes))
     f_flat, c_flat, lut = _rans_tables_with_pad(freqs, scale_bits)
-    tid_pos = _rans_padded(_rans_symbol_tables([np.empty((r, c), np.int8) for r, c in shapes],
-                                               row_tid.astype(np.int64)), steps, lanes, K)
+    tid_pos = _rans_padded(_rans_symbol_tables(shapes, row_ids, col_shifts, K), steps, lanes, K)
     sym = _rans_decode_core(tid_pos, states, words, f_flat, c_flat, lut, scale_bits, alphabet)
     flat = sym.ravel()[:n] + sym_min
     out, pos = [], 0

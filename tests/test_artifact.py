@@ -81,7 +81,7 @@ def test_header_is_cheap_and_reports_sizes(tmp_path, state_and_hessians):
     _save(path, sd, H, "int6_lite", "rans")
     h = read_artifact_header(path)
     assert h["tokenizer_sha256"] == TOK and h["codec"] == "rans" and h["scheme"] == "int6_lite"
-    assert {g["name"]: g["codec"] for g in h["groups"]} == {"sym": "rans", "scale": "lzma", "float": "lzma"}
+    assert {g["name"]: g["codec"] for g in h["groups"]} == {"sym6": "rans", "sym8": "rans", "scale": "lzma", "float": "lzma"}
     assert h["num_params"] == sum(v.numel() for v in sd.values())
     assert 0 < h["sym_coded_bytes"] <= 1.01 * h["sym_h0_bits"] / 8
     assert h["file_bytes"] == h["header_bytes"] + h["payload_bytes"] + 32
@@ -133,7 +133,7 @@ def test_corrupt_group_with_valid_checksum_is_still_caught(tmp_path, state_and_h
     data = path.read_bytes()
     hlen = int.from_bytes(data[10:14], "little")
     header = json.loads(data[14:14 + hlen])
-    sym = next(g for g in header["groups"] if g["name"] == "sym")
+    sym = next(g for g in header["groups"] if g["name"] == "sym8")
     body = bytearray(data[:-32])
     body[14 + hlen + sym["offset"] + sym["length"] // 2] ^= 0x55
     path.write_bytes(bytes(body) + hashlib.sha256(bytes(body)).digest())

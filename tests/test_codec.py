@@ -49,7 +49,7 @@ def test_rans_exact_roundtrip_mixed_shapes_and_alphabets():
 
 def test_rans_constant_stream_costs_almost_nothing():
     blob = rans_encode([np.zeros((100, 1000), np.int8)])
-    assert len(blob) < 100 and np.array_equal(rans_decode(blob)[0], np.zeros((100, 1000)))
+    assert len(blob) < 200 and np.array_equal(rans_decode(blob)[0], np.zeros((100, 1000)))
 
 
 def test_rans_beats_global_entropy_with_per_row_statistics_and_is_fast():
