@@ -250,7 +250,10 @@ def load_artifact(path, *, tokenizer_sha256: str | None = None) -> tuple[dict[st
     except OSError as exc:
         raise ArtifactError(f"{path}: cannot read artifact ({exc})") from exc
     end, header = _artifact_parse_prefix(path, data, len(data))
-    expected = end + int(header.get("payload_bytes", -1)) + _ARTIFACT_SHA_BYTES
+    payload_bytes = header.get("payload_bytes")
+    if not isinstance(payload_bytes, int) or payload_bytes < 0:
+        raise ArtifactError(f"{path}: malformed artifact header (payload_bytes missing)")
+    expected = end + payload_bytes + _ARTIFACT_SHA_BYTES
     if len(data) != expected:
         raise ArtifactError(f"{path}: truncated or padded artifact ({len(data)} bytes, header says {expected})")
     if hashlib.sha256(data[:-_ARTIFACT_SHA_BYTES]).digest() != data[-_ARTIFACT_SHA_BYTES:]:
@@ -258,6 +261,11 @@ def load_artifact(path, *, tokenizer_sha256: str | None = None) -> tuple[dict[st
     if tokenizer_sha256 is not None and header.get("tokenizer_sha256") != tokenizer_sha256:
         raise ArtifactError(f"{path}: tokenizer mismatch: artifact made with tokenizer sha256 "
                             f"{header.get('tokenizer_sha256')}, given {tokenizer_sha256}")
-    raw = _artifact_decode_groups(path, header, data[end:-_ARTIFACT_SHA_BYTES])
-    state = {t["name"]: dequantize_tensor(_artifact_entry(path, t, raw)) for t in header["tensors"]}
+    try:
+        raw = _artifact_decode_groups(path, header, data[end:-_ARTIFACT_SHA_BYTES])
+        state = {t["name"]: dequantize_tensor(_artifact_entry(path, t, raw)) for t in header["tensors"]}
+    except ArtifactError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError) as exc:  # a header this code did not write
+        raise ArtifactError(f"{path}: malformed artifact header or payload ({type(exc).__name__}: {exc})") from exc
     return state, {**header, "file_bytes": len(data), "header_bytes": end}

@@ -36,7 +36,6 @@ RANS_MAX_TABLES = 32
 RANS_MAX_LANES = 4096          # 4 bytes of final state per lane
 RANS_FIT_ROUNDS = 3
 RANS_SYMBOLS_PER_ENTRY = 2048  # tables: about one table entry per 2,048 coded symbols, at most 32
-RANS_COL_SHIFT_MAX = 8         # a column moves its symbols at most 8 tables up or down the ladder
 _RANS_MAGIC = b"RANS"
 _RANS_VERSION = 1
 
@@ -144,6 +143,16 @@ def _rans_offset_cost(m: np.ndarray, shift: np.ndarray, candidates: np.ndarray,
     return counts @ per_v
 
 
+def _rans_entropy_rank(counts_list, K: int) -> np.ndarray:
+    """Rank of each row's empirical entropy, scaled to [0, K/2): (total rows,) int64."""
+    counts = np.concatenate(counts_list)
+    p = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    h = -(np.where(p > 0, p * np.log2(np.where(p > 0, p, 1)), 0)).sum(axis=1)
+    rank = np.zeros(len(h), dtype=np.int64)
+    rank[np.argsort(h, kind="stable")] = np.arange(len(h)) * max(1, K // 2) // max(1, len(h))
+    return rank
+
+
 def _rans_fit_ladder(mats, num_tables: int):
     """Fit the model: K tables ordered by spread (a "ladder"); symbol (r, c) of an array uses
     table clip(row_id[r] + col_shift[c]), i.e. its log-scale is a row term plus a column term
@@ -156,17 +165,14 @@ def _rans_fit_ladder(mats, num_tables: int):
             [np.zeros(m.shape[1], np.int64) for m in mats]
     A = int(max(int(m.max()) for m in mats if m.size) + 1)
     K = int(max(1, min(num_tables, n // (RANS_SYMBOLS_PER_ENTRY * A))))
-    # start: rows ordered by their own entropy, split into K groups; no column shifts
-    counts = np.concatenate([_rans_row_counts(m, A) for m in mats])
-    p = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    row_h = -(np.where(p > 0, p * np.log2(np.where(p > 0, p, 1)), 0)).sum(axis=1)
-    order = np.zeros(len(row_h), dtype=np.int64)
-    order[np.argsort(row_h, kind="stable")] = np.arange(len(row_h)) * K // max(1, len(row_h))
-    splits = np.cumsum([m.shape[0] for m in mats])[:-1]
-    row_ids = np.split(order, splits)
-    col_shifts = [np.zeros(m.shape[1], dtype=np.int64) for m in mats]
+    # start: row id = rank of the row's own entropy, column shift = rank of the column's, each
+    # spread over half the ladder, so that row + column covers all K tables
+    splits_r = np.cumsum([m.shape[0] for m in mats])[:-1]
+    splits_c = np.cumsum([m.shape[1] for m in mats])[:-1]
+    row_ids = np.split(_rans_entropy_rank([_rans_row_counts(m, A) for m in mats], K), splits_r)
+    col_shifts = np.split(_rans_entropy_rank([_rans_row_counts(m.T, A) for m in mats], K), splits_c)
     row_cands = np.arange(K)
-    col_cands = np.arange(-RANS_COL_SHIFT_MAX, RANS_COL_SHIFT_MAX + 1) if K > 1 else np.zeros(1, np.int64)
+    col_cands = np.arange(-(K // 2), K // 2 + 1)
     for _ in range(RANS_FIT_ROUNDS):
         bits = -np.log2(_rans_pooled_probs(mats, row_ids, col_shifts, K, A, True))
         row_ids = [row_cands[_rans_offset_cost(m, b, row_cands, bits).argmin(axis=1)]

@@ -34,7 +34,7 @@ def state_and_hessians():
           "blocks.0.mlp.proj.weight": torch.randn(256, 320, generator=g) * 0.05,  # no Hessian: lite
           "blocks.0.attn_scale": torch.rand(64, generator=g),
           "blocks.0.norm.weight": torch.rand(64, generator=g).bfloat16(),
-          "steps_done": torch.tensor([7], dtype=torch.int64)}
+          "steps_done": torch.tensor([7], dtype=torch.int64), "scalar_gain": torch.tensor(0.5)}
     X = torch.randn(1024, 256, generator=g) @ (torch.randn(256, 256, generator=g) / 16)
     H = {"blocks.0.attn.c_q.weight": X.T @ X, "blocks.0.mlp.fc.weight": X.T @ X}
     return sd, H
@@ -167,3 +167,18 @@ def test_no_pickle_anywhere(module):
     src = Path(artifact_mod.__file__).with_name(f"{module}.py").read_text()
     for banned in ("import pickle", "pickle.", "torch.load", "np.load", "allow_pickle", "import dill"):
         assert banned not in src, banned
+
+
+def test_malformed_header_with_valid_checksum_is_an_artifact_error(tmp_path, state_and_hessians):
+    sd, H = state_and_hessians
+    path = tmp_path / "m.lgz"
+    _save(path, sd, H, "int8", "zlib")
+    data = path.read_bytes()
+    hlen = int.from_bytes(data[10:14], "little")
+    header = json.loads(data[14:14 + hlen])
+    header["tensors"][0]["arrays"][0]["dtype"] = "not-a-dtype"
+    hb = json.dumps(header).encode()
+    body = data[:10] + len(hb).to_bytes(4, "little") + hb + data[14 + hlen:-32]
+    path.write_bytes(body + hashlib.sha256(body).digest())
+    with pytest.raises(ArtifactError, match="malformed"):
+        load_artifact(path)
