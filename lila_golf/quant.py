@@ -188,6 +188,8 @@ def collect_hessians(model: nn.Module, batches, names=None, forward=None) -> dic
     module name is in `names`), keyed by the weight's state_dict name "<module>.weight"; float32 on
     CPU, (in_features, in_features). Each batch is passed as model(batch) (model(*batch) for a
     tuple), or forward(model, batch) when given. Runs under no_grad; restores train/eval mode.
+    Under DDP each rank sees its own batches: all_reduce every H (sum) before quantising, so
+    that all ranks quantise identically. The scale of H does not matter (damping is relative).
     """
     hessians: dict[str, torch.Tensor] = {}
     hooks = []
