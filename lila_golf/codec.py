@@ -7,17 +7,20 @@ Generic codecs (`compress(data, codec)` / `decompress(data, codec)`):
     brotli  quality 11
 
 rANS (`rans_encode(arrays)` / `rans_decode(blob)`): a static-model range-asymmetric-numeral-system
-coder (Duda 2013) for integer matrices, e.g. int6 per-row weights. Model: K frequency tables shared
-by all rows of all the arrays; each row is assigned the table under which it codes shortest (tables
-fitted by a few rounds of k-means in KL divergence), so rows of different spread get different
-statistics without paying one table per row. Coding runs `lanes` interleaved rANS states with
-32-bit state and 16-bit renormalisation, one numpy step per `lanes` symbols, so millions of symbols
-take about a second.
+coder (Duda 2013) for integer matrices, e.g. int6 per-row weights. Model: a "ladder" of K frequency
+tables ordered by spread, shared by all the arrays; symbol (r, c) of an array is coded with table
+clip(row_id[r] + col_shift[c]), i.e. its log-scale is a row term plus a column term (output rows and
+input columns of a weight matrix both carry a scale). Ids, shifts and tables are fitted by
+coordinate descent on the code length. On synthetic row x column scaled Laplace symbols the coded
+size is within ~1% of the code length under the true distributions. Coding runs `lanes`
+interleaved rANS states (32-bit state, 16-bit renormalisation), one numpy step per `lanes`
+symbols: 26M symbols encode in ~20 s (mostly model fitting) and decode in ~2-3 s on 2 CPU cores.
 
 rANS stream layout (little endian):
     b"RANS" u8 version | u8 scale_bits | u16 num_tables | u32 lanes | i32 sym_min | u16 alphabet
     u32 num_arrays | per array: u32 rows, u32 cols
-    u32 len + zlib(row table ids u8 (one per row, arrays in order)
+    u32 len + zlib(row ids u8 (one per row, arrays in order)
+                   + column shifts u8 (shift + 128, one per column, arrays in order)
                    + num_tables * alphabet u16 frequencies (each table sums to 2^scale_bits))
     u32 num_words + num_words u16 words          renormalisation output, in decoding order
     lanes u32 final states                       the decoder's starting states
