@@ -96,24 +96,33 @@ def e8_soft_root(u: torch.Tensor, roots: torch.Tensor, temperature: float) -> to
     return e8_root_assignment(u, roots, temperature) @ roots.to(u.dtype)
 
 
+def _e8_quantize_blocks(u: torch.Tensor, roots: torch.Tensor, temperature: float) -> torch.Tensor:
+    blocks = u.unflatten(-1, (-1, 8))                                      # (..., k, 8)
+    norm = blocks.norm(dim=-1, keepdim=True)
+    return (e8_soft_root(blocks, roots, temperature) * norm / math.sqrt(2.0)).flatten(-2)
+
+
 def e8_quantize(u: torch.Tensor, roots: torch.Tensor, temperature: float, mode: str) -> torch.Tensor:
     """E8 quantiser Q on every 8-dim block of u (..., 8k), same shape: block -> rho(block) |block| / sqrt 2.
     mode "soft": differentiable through the assignment; "st": forward Q, backward identity."""
-    blocks = u.unflatten(-1, (-1, 8))                                      # (..., k, 8)
-    norm = blocks.norm(dim=-1, keepdim=True)
-    q = (e8_soft_root(blocks, roots, temperature) * norm / math.sqrt(2.0)).flatten(-2)
     if mode == "st":
+        with torch.no_grad():  # the backward is the identity: keep no graph of the assignment
+            q = _e8_quantize_blocks(u, roots, temperature)
         return u + (q - u).detach()
     if mode != "soft":
         raise ValueError(f"e8_quantize: mode {mode!r} is not 'st' or 'soft'")
-    return q
+    return _e8_quantize_blocks(u, roots, temperature)
 
 
 class E8AttentionBias(nn.Module):
-    """Root-system bias on attention logits (formula in the module docstring), as an SDPA float mask.
+    """Root-system bias on attention logits (formula in the module docstring).
 
-    forward(q (B, T, H, hd), k (B, T, K, hd)) -> (B, H, T, T) with -inf above the diagonal (causal).
-    Costs one extra q k^T-sized matmul plus the (tokens, hd/8, 240) assignments of q and k.
+    The bias is a sum of inner products, so it enters attention as extra channels rather than as a
+    (B, H, T, T) mask (which would need its own gradient and the slow SDPA path): features(q, k)
+    gives q_extra = rho(q) gamma_h sqrt(hd) / (2n) and k_extra = rho(k); attention over
+    [q, q_extra], [k, k_extra] with scale 1/sqrt(hd) adds exactly bias_h(t, s) to the logits.
+    forward(q, k) returns the bias itself, (B, H, T, T), -inf above the diagonal (for tests).
+    Cost: the (tokens, hd/8, 240) root assignments of q and k and a doubled q.k head dim.
     """
 
     def __init__(self, num_heads: int, head_dim: int, temperature: float):
@@ -124,17 +133,21 @@ class E8AttentionBias(nn.Module):
         self.e8_bias_gain = nn.Parameter(torch.full((num_heads,), E8_BIAS_INIT))
         self.register_buffer("roots", e8_roots_tensor(), persistent=False)
 
+    def features(self, q: torch.Tensor, k: torch.Tensor) -> tuple:
+        """q (B, T, H, hd), k (B, T, K, hd) -> (q_extra, k_extra) of the same shapes."""
+        hd = q.size(-1)
+        gain = self.e8_bias_gain * (math.sqrt(hd) / (2 * self.num_blocks))
+        return self.soft_roots(q) * gain.to(q.dtype)[:, None], self.soft_roots(k)
+
     def soft_roots(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, heads, hd) -> (B, heads, T, hd): rho of every 8-dim block, blocks concatenated."""
-        rho = e8_soft_root(x.unflatten(-1, (-1, 8)), self.roots, self.temperature)
-        return rho.flatten(-2).transpose(1, 2)
+        """(B, T, heads, hd) -> (B, T, heads, hd): rho of every 8-dim block, blocks concatenated."""
+        return e8_soft_root(x.unflatten(-1, (-1, 8)), self.roots, self.temperature).flatten(-2)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         T, H, K = q.size(1), q.size(2), k.size(2)
-        rq = self.soft_roots(q)                                            # (B, H, T, hd)
-        rk = self.soft_roots(k).repeat_interleave(H // K, dim=1)           # GQA: kv head per group
-        scale = (self.e8_bias_gain / (2 * self.num_blocks)).to(rq.dtype)[None, :, None, None]
-        bias = (rq * scale) @ rk.transpose(-1, -2)                         # (B, H, T, T)
+        qe, ke = self.features(q, k)
+        ke = ke.repeat_interleave(H // K, dim=2)                           # GQA: kv head per group
+        bias = qe.transpose(1, 2) @ ke.permute(0, 2, 3, 1) / math.sqrt(q.size(-1))  # (B, H, T, T)
         future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
         return bias.masked_fill(future, float("-inf"))
 

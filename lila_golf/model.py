@@ -114,14 +114,18 @@ class CausalSelfAttention(nn.Module):
         if self.use_value_residual and v_first is not None:
             v = self.v_mix * v + (1 - self.v_mix) * v_first
         q, k = rms_norm(q), rms_norm(k)
-        # E8 bias from the pre-RoPE q, k; the Leech metric before RoPE keeps scores relative
-        mask = self.e8_bias(q, k).to(q.dtype) if self.e8_bias is not None else None
+        # E8 bias channels from the pre-RoPE q, k; the Leech metric before RoPE keeps scores relative
+        e8_extra = self.e8_bias.features(q, k) if self.e8_bias is not None else None
         if self.leech_metric is not None:
             q = self.leech_metric(q)
         q, k = self.rotary(q), self.rotary(k)
         q = q * self.q_gain.to(q.dtype)[None, None, :, None]
+        scale = None
+        if e8_extra is not None:  # logits + E8 bias = [q, q_extra].[k, k_extra] / sqrt(hd)
+            q, k = torch.cat((q, e8_extra[0].to(q.dtype)), -1), torch.cat((k, e8_extra[1].to(k.dtype)), -1)
+            scale = 1.0 / math.sqrt(self.head_dim)
         y = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, is_causal=mask is None,
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, scale=scale,
             enable_gqa=self.num_kv_heads != self.num_heads,
         ).transpose(1, 2)  # (B, T, H, hd)
         if self.use_xsa:

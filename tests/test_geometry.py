@@ -3,6 +3,7 @@ parameter counts, and that the plain model is untouched when every switch is off
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lila_golf.config import Hyperparameters
 from lila_golf.geometry import (E8_BIAS_INIT, E8Adapter, E8AttentionBias, e8_quantize, e8_roots_tensor,
@@ -89,6 +90,26 @@ def test_e8_bias_matches_the_formula():
                          for b in range(0, hd, 8)]
                 want = module.e8_bias_gain[h].item() / (2 * len(terms)) * sum(terms)
                 assert abs(got[0, h, t, s] - want) < 1e-5
+
+
+def test_e8_attention_adds_exactly_the_bias_to_the_logits():
+    """The model's extra-channel form equals SDPA on the plain logits with the bias as a float mask."""
+    attn = build(attn_geometry="e8", num_kv_heads=1).blocks[0].attn
+    x = torch.randn(2, 9, 48, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        got, _ = attn(x)
+        q = F.rms_norm(attn.c_q(x).view(2, 9, 2, 24), (24,))
+        k = F.rms_norm(attn.c_k(x).view(2, 9, 1, 24), (24,))
+        v = attn.c_v(x).view(2, 9, 1, 24)
+        mask = attn.e8_bias(q, k)                                              # (B, H, T, T)
+        q = attn.rotary(q) * attn.q_gain[None, None, :, None]
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), attn.rotary(k).transpose(1, 2), v.transpose(1, 2),
+                                           attn_mask=mask, enable_gqa=True).transpose(1, 2)
+        want = attn.proj(y.reshape(2, 9, 48))
+        without = F.scaled_dot_product_attention(q.transpose(1, 2), attn.rotary(k).transpose(1, 2),
+                                                 v.transpose(1, 2), is_causal=True, enable_gqa=True)
+    assert torch.allclose(got, want, atol=1e-5)
+    assert (attn.proj(without.transpose(1, 2).reshape(2, 9, 48)) - want).abs().max() > 1e-3
 
 
 def test_e8_bias_at_temperature_zero_is_the_root_angle_class():
