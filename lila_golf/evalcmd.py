@@ -276,7 +276,7 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     _eval_flag(p, "stride", type=int, default=None, help=f"sliding-window stride (default min({DEFAULT_STRIDE}, seq_len))")
     _eval_flag(p, "seq-len", type=int, default=None, help="window length (default: the run's train_seq_len)")
     _eval_flag(p, "max-tokens", type=int, default=None, help="score only the first N targets (labelled)")
-    _eval_flag(p, "chunk-size", type=int, default=32768,
+    _eval_flag(p, "chunk-size", type=int, default=8192,
                help="tokens per score_chunk call, rounded down to whole windows (n-gram counts update per chunk)")
     _eval_flag(p, "batch-size", type=int, default=32, help="windows per forward pass")
     _eval_flag(p, "ngram-order", type=int, default=10, help="max n-gram order (ngram scorers)")
