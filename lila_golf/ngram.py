@@ -22,134 +22,145 @@ sum_x max(c(h,x) - d, 0) = c(h) - d*u(h) (every seen x has c >= 1 >= d), each le
 longer contexts of that position (they extend h, so were never counted either; the full-distribution
 path applies the same rule, so both paths give the same numbers bit for bit).
 
-Keys and hash collisions. Context lengths 0 and 1 use exact dense tables. Longer contexts are
-hashed to 64 bits g(h) (a multiply-xor chain over the context tokens); the context table is keyed
-by g(h) and the pair table by g(h) with the target id in the low bits, which are cleared from g(h)
-first, so the target never enters the hashed part. A collision g(h1) = g(h2) therefore only merges
-two contexts into one: c(h), u(h) and every c(h,x) are then the sums over both, which are still
-consistent counts of one event set, so the formula above still sums to exactly 1. Two different
-targets can never share a pair entry. (The disallowed records instead hashed the target into
-the same bucket space as the context and read p = c(bucket)/c(ctx bucket) for the realised token only.)
+Exact keys, no hashing of n-grams. Every stored m-gram has an integer id: a 1-gram is its token, a
+2-gram (a, b) is a*V + b (dense arrays), and an m-gram with m >= 3 is stored under the exact key
+(id of its first m-1 tokens + 1) << xbits | last token, which gets the next free id when first
+counted. Keys are therefore distinct for distinct n-grams and c(h,x) is an exact count (the hash
+function only picks the probe start in the open-addressing table). Per id the arrays hold
+count (c of the m-gram as a target), ctx_count (c(h) with h = this m-gram as context) and distinct
+(u(h)). An m-gram (h, x) is looked up once per position: its id gives c(h,x) at level m-1 and,
+one position later, the context entry of level m; so scoring costs one table probe per position
+and level, and counting only inserts the n-grams not seen before.
 
-Storage: open addressing with linear probing in numpy arrays (load <= 0.5, doubling), all operations
-vectorised over a chunk of positions.
+Memory cap. `max_entries` bounds the stored m-grams per order m >= 3. When an order is full,
+occurrences of new m-grams are not counted at all: not in c(h,x), not in c(h), not in u(h); and
+longer n-grams extending them cannot be stored either (their key needs the id). So for every h,
+c(h) = sum_x c(h,x) and u(h) = #{x: c(h,x) >= 1} still hold: the counts are the exact counts of a
+subset of the scored events, and each level still sums to exactly 1.
 """
 import numpy as np
 
-_NGRAM_TOPBIT = np.uint64(1 << 63)     # forced on in every hashed key: key 0 marks an empty slot
-_NGRAM_FIB = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing multiplier for the slot index
-_NGRAM_SEED = np.uint64(0x243F6A8885A308D3)
-# one odd multiplier per context length, so contexts of different lengths hash independently
-_NGRAM_MULTS = tuple(np.uint64((0x9E3779B97F4A7C15 * (2 * k + 1) + 0x632BE59BD9B4E019 * k) % (1 << 64) | 1)
-                     for k in range(64))
+_NGRAM_FIB = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing multiplier for the probe start
 
 
 class NgramHashTable:
-    """Open-addressing map from nonzero uint64 keys to slots, with uint32 `count` (and `distinct`)."""
+    """Open-addressing map (linear probing, load <= 1/2) from nonzero uint64 keys to ids 0, 1, 2, ..."""
 
-    def __init__(self, log2_capacity: int = 12, with_distinct: bool = False):
-        self.with_distinct = with_distinct
+    def __init__(self, log2_capacity: int = 12):
         self._alloc(log2_capacity)
-        self.used_bound = 0  # upper bound on occupied slots; recounted exactly before growing
+        self.entries = 0  # ids handed out so far; the next new key gets this id
 
     def _alloc(self, log2_capacity: int) -> None:
         self.log2_capacity = log2_capacity
-        cap = 1 << log2_capacity
-        self.keys = np.zeros(cap, dtype=np.uint64)
-        self.count = np.zeros(cap, dtype=np.uint32)
-        self.distinct = np.zeros(cap, dtype=np.uint32) if self.with_distinct else None
+        self.keys = np.zeros(1 << log2_capacity, dtype=np.uint64)  # 0 marks an empty slot
+        self.slot_ids = np.full(1 << log2_capacity, -1, dtype=np.int32)
 
     def _home(self, keys: np.ndarray) -> np.ndarray:
         return ((keys * _NGRAM_FIB) >> np.uint64(64 - self.log2_capacity)).astype(np.int64)
 
-    def find(self, keys: np.ndarray, insert: bool = False) -> np.ndarray:
-        """Slot of each key (int64); -1 for absent keys unless `insert`, which claims empty slots."""
-        if insert:
-            self._reserve(len(keys))
+    def find(self, keys: np.ndarray) -> np.ndarray:
+        """Id of each key (int64), -1 where the key is absent."""
         mask = (1 << self.log2_capacity) - 1
         out = np.full(len(keys), -1, dtype=np.int64)
-        pending = np.arange(len(keys))
-        pkeys, slot = keys, self._home(keys)
+        pending, pkeys, slot = np.arange(len(keys)), keys, self._home(keys)
         while pending.size:
             cur = self.keys[slot]
-            if insert:
-                empty = cur == 0
-                if empty.any():
-                    # racing claims: one writer wins each slot; equal keys probe in lockstep and share it
-                    self.keys[slot[empty]] = pkeys[empty]
-                    cur = self.keys[slot]
             hit = cur == pkeys
-            out[pending[hit]] = slot[hit]
-            go_on = ~hit if insert else ~hit & (cur != 0)
+            out[pending[hit]] = self.slot_ids[slot[hit]]
+            go_on = ~hit & (cur != 0)  # an empty slot ends the probe: the key is absent
             pending, pkeys, slot = pending[go_on], pkeys[go_on], (slot[go_on] + 1) & mask
         return out
 
+    def _claim(self, keys: np.ndarray) -> np.ndarray:
+        """Slots for keys absent from the table (repeats allowed: equal keys probe in lockstep, share one)."""
+        mask = (1 << self.log2_capacity) - 1
+        out = np.empty(len(keys), dtype=np.int64)
+        pending, pkeys, slot = np.arange(len(keys)), keys, self._home(keys)
+        while pending.size:
+            empty = self.keys[slot] == 0
+            self.keys[slot[empty]] = pkeys[empty]  # racing writers: one lands, the others read it back
+            hit = self.keys[slot] == pkeys
+            out[pending[hit]] = slot[hit]
+            go_on = ~hit
+            pending, pkeys, slot = pending[go_on], pkeys[go_on], (slot[go_on] + 1) & mask
+        return out
+
+    def add(self, keys: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        """Ids of keys, inserting absent ones while fewer than `limit` are stored (-1 for those left out).
+
+        Also returns `created` (bool per key): the one occurrence of each new key that created it.
+        When not all new keys fit, the smallest ones (in key order) are kept: deterministic.
+        """
+        ids = self.find(keys)
+        miss = np.flatnonzero(ids < 0)
+        created = np.zeros(len(keys), dtype=bool)
+        room = limit - self.entries
+        if miss.size == 0 or room <= 0:
+            return ids, created
+        if miss.size > room:
+            miss = miss[np.isin(keys[miss], np.unique(keys[miss])[:room])]
+        self._reserve(len(miss))
+        slots = self._claim(keys[miss])
+        stamp = -2 - np.arange(len(miss), dtype=np.int32)  # one stamp lands per new slot: its creator
+        self.slot_ids[slots] = stamp
+        first = self.slot_ids[slots] == stamp
+        self.slot_ids[slots[first]] = self.entries + np.arange(np.count_nonzero(first), dtype=np.int32)
+        self.entries += int(np.count_nonzero(first))
+        ids[miss] = self.slot_ids[slots]
+        created[miss[first]] = True
+        return ids, created
+
     def _reserve(self, n_new: int) -> None:
-        cap = 1 << self.log2_capacity
-        self.used_bound += n_new
-        if self.used_bound <= cap // 2:
+        need = self.entries + n_new
+        if 2 * need <= (1 << self.log2_capacity):
             return
-        used = int(np.count_nonzero(self.keys))
-        self.used_bound = used + n_new
-        if used + n_new > cap * 7 // 16:  # hysteresis: grow a little early so exact recounts stay rare
-            bits = self.log2_capacity + 1
-            while (used + n_new) > (1 << bits) // 4:
-                bits += 1
-            self._rehash(bits)
-
-    def _rehash(self, log2_capacity: int) -> None:
-        occupied = np.nonzero(self.keys)[0]
-        keys, count = self.keys[occupied], self.count[occupied]
-        distinct = self.distinct[occupied] if self.with_distinct else None
-        self._alloc(log2_capacity)
-        self.used_bound = len(keys)
-        slots = self.find(keys, insert=True)
-        self.count[slots] = count
-        if distinct is not None:
-            self.distinct[slots] = distinct
-
-    def nbytes(self) -> int:
-        return self.keys.nbytes + self.count.nbytes + (self.distinct.nbytes if self.with_distinct else 0)
-
-
-class NgramDenseTable:
-    """Exact table indexed by the key itself (for short contexts): same interface as NgramHashTable."""
-
-    def __init__(self, size: int, with_distinct: bool = False):
-        self.count = np.zeros(size, dtype=np.uint32)
-        self.distinct = np.zeros(size, dtype=np.uint32) if with_distinct else None
-
-    def find(self, keys: np.ndarray, insert: bool = False) -> np.ndarray:
-        return keys.astype(np.int64, copy=False)
+        bits = self.log2_capacity + 1
+        while 2 * need > (1 << bits):
+            bits += 1
+        occupied = np.flatnonzero(self.keys)
+        keys, ids = self.keys[occupied], self.slot_ids[occupied]
+        self._alloc(bits)
+        # Place all keys at once: sorted by home h_0 <= h_1 <= ..., linear probing puts key i at
+        # s_i = max(h_i, s_{i-1} + 1) = i + max_{j <= i}(h_j - j). Slot order of the old table is
+        # home order up to probe displacements, which a stable (run-merging) sort fixes in O(n).
+        home = self._home(keys)
+        order = np.argsort(home, kind="stable")
+        keys, ids, home = keys[order], ids[order], home[order]
+        rank = np.arange(len(keys))
+        slot = np.maximum.accumulate(home - rank) + rank
+        fits = slot < len(self.keys)
+        self.keys[slot[fits]], self.slot_ids[slot[fits]] = keys[fits], ids[fits]
+        if not fits.all():  # the run reached the end: the rest wraps round to the start
+            self.slot_ids[self._claim(keys[~fits])] = ids[~fits]
 
     def nbytes(self) -> int:
-        return self.count.nbytes + (self.distinct.nbytes if self.distinct is not None else 0)
+        return self.keys.nbytes + self.slot_ids.nbytes
 
 
 class BackoffNgram:
     """Interpolated backoff n-gram over token ids (see the module docstring for the formula)."""
 
-    def __init__(self, vocab_size: int, max_order: int = 10, discount: float = 0.5, beta: float = 3.0):
+    def __init__(self, vocab_size: int, max_order: int = 10, discount: float = 0.5, beta: float = 3.0,
+                 max_entries: int | None = None):
         if vocab_size < 2 or max_order < 1:
             raise ValueError(f"BackoffNgram needs vocab_size >= 2 and max_order >= 1, got {vocab_size}, {max_order}")
         if not (0.0 <= discount <= 1.0) or beta < 0.0 or discount + beta <= 0.0:
             raise ValueError(f"BackoffNgram needs 0 <= discount <= 1, beta >= 0, discount + beta > 0; "
                              f"got discount={discount}, beta={beta}")
+        if max_entries is not None and not (1 <= max_entries < 2 ** 31 - 1):
+            raise ValueError(f"BackoffNgram needs 1 <= max_entries < 2**31 - 1 or None, got {max_entries}")
         self.vocab_size, self.max_order = vocab_size, max_order
         self.discount, self.beta = float(discount), float(beta)
-        self.xbits = int(vocab_size).bit_length()  # low key bits that hold the target id
-        self.ctx_tables, self.pair_tables = [], []
-        for k in range(max_order):  # k = context length
-            if k <= 1:
-                n_ctx = vocab_size ** k
-                self.ctx_tables.append(NgramDenseTable(n_ctx, with_distinct=True))
-                self.pair_tables.append(NgramDenseTable(n_ctx * vocab_size))
-            else:
-                self.ctx_tables.append(NgramHashTable(12, with_distinct=True))
-                self.pair_tables.append(NgramHashTable(12))
+        self.max_entries = 2 ** 31 - 2 if max_entries is None else int(max_entries)  # int32 ids
+        self.xbits = int(vocab_size).bit_length()  # low key bits that hold the last token
+        # per order m = 0..max_order: m-gram ids -> counts; order 0 is the empty context (one id, 0)
+        self.tables = [None] * 3 + [NgramHashTable() for _ in range(3, max_order + 1)]
+        sizes = [1, vocab_size, vocab_size ** 2] + [1 << 11] * (max_order - 2)
+        self.count = [np.zeros(sizes[m], dtype=np.uint32) for m in range(max_order + 1)]
+        self.ctx_count = [np.zeros(sizes[m], dtype=np.uint32) for m in range(max_order)]
+        self.distinct = [np.zeros(sizes[m], dtype=np.uint32) for m in range(max_order)]
 
-    # ------------------------------------------------------------------ keys
-    def _ngram_check(self, tokens: np.ndarray) -> np.ndarray:
+    def _ngram_check(self, tokens) -> np.ndarray:
         tokens = np.asarray(tokens)
         if tokens.ndim != 1:
             raise ValueError(f"BackoffNgram expects a 1-D token array, got shape {tokens.shape}")
@@ -158,55 +169,64 @@ class BackoffNgram:
             raise ValueError(f"token id outside the vocabulary [0, {self.vocab_size})")
         return tokens
 
-    def _ctx_step(self, g: np.ndarray, tokens: np.ndarray, pos: np.ndarray, k: int) -> np.ndarray:
-        """Hash of the length-k context from that of length k-1 by adding the token k back."""
-        if k == 0:
-            return np.full(len(pos), _NGRAM_SEED, dtype=np.uint64)
-        return (g ^ (tokens[pos - k].astype(np.uint64) + np.uint64(1))) * _NGRAM_MULTS[k]
+    # ------------------------------------------------------------------ ids
+    def _gram_key(self, prefix_ids: np.ndarray, last: np.ndarray) -> np.ndarray:
+        """Exact key of an m-gram (m >= 3) from the id of its first m-1 tokens and its last token."""
+        return ((prefix_ids.astype(np.uint64) + np.uint64(1)) << np.uint64(self.xbits)) | last.astype(np.uint64)
 
-    def _ctx_key(self, g: np.ndarray, tokens: np.ndarray, pos: np.ndarray, k: int) -> np.ndarray:
-        if k == 0:
-            return np.zeros(len(pos), dtype=np.uint64)
-        if k == 1:
-            return tokens[pos - 1].astype(np.uint64)
-        low = np.uint64((1 << self.xbits) - 1)
-        return (g & ~low) | _NGRAM_TOPBIT
+    def _gram_ids(self, m: int, prefix_ids: np.ndarray, last: np.ndarray) -> np.ndarray:
+        """Ids of m-grams (-1 where not stored) from their prefix ids (>= 0) and last tokens."""
+        if m == 1:
+            return last.copy()
+        if m == 2:
+            return prefix_ids * self.vocab_size + last
+        return self.tables[m].find(self._gram_key(prefix_ids, last))
 
-    def _pair_key(self, ctx_key: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray:
-        x = targets.astype(np.uint64)
-        if k <= 1:
-            return ctx_key * np.uint64(self.vocab_size) + x
-        return ctx_key | x
+    def _chain(self, seq: np.ndarray, m: int, prev: np.ndarray, ids_fn) -> np.ndarray:
+        """ids of the m-grams ending at each index of seq (-1: absent or crossing a -1 separator).
+
+        prev: same for (m-1)-grams. The m-gram ending at j is the (m-1)-gram ending at j-1 plus seq[j].
+        ids_fn(j, prefix_ids, last) resolves the ids of the valid ones.
+        """
+        ids = np.full(len(seq), -1, dtype=np.int64)
+        j = np.flatnonzero(prev[:-1] >= 0) + 1
+        j = j[seq[j] >= 0]
+        if j.size:
+            ids[j] = ids_fn(j, prev[j - 1], seq[j])
+        return ids
 
     # ------------------------------------------------------------------ scoring
     def _interpolate(self, p, c_hx, c_h, u_h):
         d, beta = self.discount, self.beta
         return (np.maximum(c_hx - d, 0.0) + (d + beta) * u_h * p) / (c_h + beta * u_h)
 
+    def _ngram_level(self, k: int, h: np.ndarray):
+        """(active mask, c(h), u(h)) for context ids h (-1 = not stored) at context length k."""
+        active = h >= 0
+        c_h = np.zeros(len(h), dtype=np.float64)
+        c_h[active] = self.ctx_count[k][h[active]]
+        active &= c_h > 0
+        return active, c_h[active], self.distinct[k][h[active]].astype(np.float64)
+
+    def _pair_count(self, m: int, ids: np.ndarray) -> np.ndarray:
+        return np.where(ids >= 0, self.count[m][np.maximum(ids, 0)], 0).astype(np.float64)
+
     def logprob(self, tokens, start: int) -> np.ndarray:
         """log p(tokens[i] | tokens[:i]) for i in [start, len): float64 nats, counts left unchanged."""
         tokens = self._ngram_check(tokens)
-        pos = np.arange(start, len(tokens))
-        p = np.full(len(pos), 1.0 / self.vocab_size)
-        idx = np.arange(len(pos))  # positions still active (their context of length k was seen)
-        g = np.zeros(len(pos), dtype=np.uint64)
+        lo = max(0, start - self.max_order)
+        seq = np.concatenate([[-1], tokens[lo:]])  # seq[j] = tokens[lo + j - 1]; the -1 stops every chain
+        t = np.arange(start - lo + 1, len(seq))  # targets, as indices of seq
+        p = np.full(len(t), 1.0 / self.vocab_size)
+        find = lambda m: (lambda j, prefix, last: self._gram_ids(m, prefix, last))
+        ids = np.zeros(len(seq), dtype=np.int64)  # order 0: the empty context ends everywhere
         for k in range(self.max_order):
-            keep = pos[idx] - k >= 0  # the stream must hold k tokens before the target
-            idx, g = idx[keep], g[keep]
-            g = self._ctx_step(g, tokens, pos[idx], k)
-            ckey = self._ctx_key(g, tokens, pos[idx], k)
-            cslot = self.ctx_tables[k].find(ckey)
-            seen = cslot >= 0
-            seen[seen] = self.ctx_tables[k].count[cslot[seen]] > 0
-            idx, g, ckey, cslot = idx[seen], g[seen], ckey[seen], cslot[seen]
-            if idx.size == 0:
+            nxt = self._chain(seq, k + 1, ids, find(k + 1))  # (k+1)-grams: the pairs (h, x) of level k
+            active, c_h, u_h = self._ngram_level(k, ids[t - 1])
+            if not active.any():
                 break
-            table = self.ctx_tables[k]
-            c_h = table.count[cslot].astype(np.float64)
-            u_h = table.distinct[cslot].astype(np.float64)
-            pslot = self.pair_tables[k].find(self._pair_key(ckey, tokens[pos[idx]], k))
-            c_hx = np.where(pslot >= 0, self.pair_tables[k].count[np.maximum(pslot, 0)], 0).astype(np.float64)
-            p[idx] = self._interpolate(p[idx], c_hx, c_h, u_h)
+            p[active] = self._interpolate(p[active], self._pair_count(k + 1, nxt[t[active]]), c_h, u_h)
+            ids = nxt
         return np.log(p)
 
     def distributions(self, tokens, positions) -> np.ndarray:
@@ -215,60 +235,73 @@ class BackoffNgram:
         pos = np.asarray(positions, dtype=np.int64).reshape(-1)
         if pos.size and (pos.min() < 0 or pos.max() > len(tokens)):
             raise ValueError(f"distribution positions outside [0, {len(tokens)}]")
-        V = self.vocab_size
+        V, N = self.vocab_size, self.max_order
+        # each position's last N context tokens after a -1 that keeps chains inside their window
+        back = pos[:, None] + np.arange(-N - 1, 0)  # (P, N + 1)
+        seq = np.where(back >= 0, tokens[np.maximum(back, 0)], -1)
+        seq[:, 0] = -1
+        seq = seq.reshape(-1)
+        last = np.arange(len(pos)) * (N + 1) + N  # index in seq of each window's last token
         p = np.full((len(pos), V), 1.0 / V)
-        vocab = np.arange(V)
-        idx = np.arange(len(pos))
-        g = np.zeros(len(pos), dtype=np.uint64)
-        for k in range(self.max_order):
-            keep = pos[idx] - k >= 0
-            idx, g = idx[keep], g[keep]
-            g = self._ctx_step(g, tokens, pos[idx], k)
-            ckey = self._ctx_key(g, tokens, pos[idx], k)
-            cslot = self.ctx_tables[k].find(ckey)
-            seen = cslot >= 0
-            seen[seen] = self.ctx_tables[k].count[cslot[seen]] > 0
-            idx, g, ckey, cslot = idx[seen], g[seen], ckey[seen], cslot[seen]
-            if idx.size == 0:
+        find = lambda m: (lambda j, prefix, x: self._gram_ids(m, prefix, x))
+        ids = np.zeros(len(seq), dtype=np.int64)
+        for k in range(N):
+            h = ids[last] if k else np.zeros(len(pos), dtype=np.int64)
+            active, c_h, u_h = self._ngram_level(k, h)
+            if not active.any():
                 break
-            c_h = self.ctx_tables[k].count[cslot].astype(np.float64)[:, None]
-            u_h = self.ctx_tables[k].distinct[cslot].astype(np.float64)[:, None]
-            pkeys = self._pair_key(np.repeat(ckey, V), np.tile(vocab, len(idx)), k)
-            pslot = self.pair_tables[k].find(pkeys)
-            c_hx = np.where(pslot >= 0, self.pair_tables[k].count[np.maximum(pslot, 0)], 0)
-            p[idx] = self._interpolate(p[idx], c_hx.reshape(len(idx), V).astype(np.float64), c_h, u_h)
+            pair = self._gram_ids(k + 1, np.repeat(h[active], V), np.tile(np.arange(V), int(active.sum())))
+            c_hx = self._pair_count(k + 1, pair).reshape(-1, V)
+            p[active] = self._interpolate(p[active], c_hx, c_h[:, None], u_h[:, None])
+            ids = self._chain(seq, k + 1, ids, find(k + 1))
         return p
 
     # ------------------------------------------------------------------ counting
     def update(self, tokens, start: int) -> None:
         """Count every n-gram whose target is tokens[i], i >= start (contexts may reach before start)."""
         tokens = self._ngram_check(tokens)
-        pos = np.arange(start, len(tokens))
-        g = np.zeros(len(pos), dtype=np.uint64)
-        for k in range(self.max_order):
-            keep = pos - k >= 0
-            pos, g = pos[keep], g[keep]
-            if pos.size == 0:
-                break
-            g = self._ctx_step(g, tokens, pos, k)
-            ckey = self._ctx_key(g, tokens, pos, k)
-            self._ngram_count(k, ckey, self._pair_key(ckey, tokens[pos], k))
+        lo = max(0, start - self.max_order)
+        seq = np.concatenate([[-1], tokens[lo:]])
+        first_target = start - lo + 1
+        ids = np.zeros(len(seq), dtype=np.int64)
+        for m in range(1, self.max_order + 1):
+            count_fn = lambda j, prefix, last, m=m: self._ngram_count(m, j >= first_target, prefix, last)
+            ids = self._chain(seq, m, ids, count_fn)
 
-    def _ngram_count(self, k: int, ckey: np.ndarray, pkey: np.ndarray) -> None:
-        ctx, pair = self.ctx_tables[k], self.pair_tables[k]
-        cslot = ctx.find(ckey, insert=True)
-        np.add.at(ctx.count, cslot, np.uint32(1))
-        pslot = pair.find(pkey, insert=True)
-        new = np.nonzero(pair.count[pslot] == 0)[0]
-        # a pair new to the table counts once in u(h) however often it repeats in this chunk:
-        # stamp each new slot with an occurrence id (one writer wins), keep that occurrence only
-        stamp = (new + 1).astype(np.uint32)
-        pair.count[pslot[new]] = stamp
-        first = new[pair.count[pslot[new]] == stamp]
-        pair.count[pslot[new]] = 0
-        np.add.at(pair.count, pslot, np.uint32(1))
-        np.add.at(ctx.distinct, cslot[first], np.uint32(1))
+    def _ngram_count(self, m: int, is_target: np.ndarray, prefix: np.ndarray, last: np.ndarray) -> np.ndarray:
+        """Ids of m-grams; those ending at a target are counted (new ones stored, room permitting)."""
+        ids = np.empty(len(prefix), dtype=np.int64)
+        hist = ~is_target
+        ids[hist] = self._gram_ids(m, prefix[hist], last[hist])  # context only: counted in an earlier update
+        prefix, last = prefix[is_target], last[is_target]
+        if m <= 2:
+            new_ids = self._gram_ids(m, prefix, last)
+            fresh = np.flatnonzero(self.count[m][new_ids] == 0)
+            created = np.zeros(len(new_ids), dtype=bool)
+            created[fresh[np.unique(new_ids[fresh], return_index=True)[1]]] = True
+        else:
+            new_ids, created = self.tables[m].add(self._gram_key(prefix, last), self.max_entries)
+            self._ngram_fit(m, self.tables[m].entries)
+        ids[is_target] = new_ids
+        kept = new_ids >= 0  # a full table leaves new m-grams out of every count (module docstring)
+        np.add.at(self.count[m], new_ids[kept], np.uint32(1))
+        np.add.at(self.ctx_count[m - 1], prefix[kept], np.uint32(1))
+        np.add.at(self.distinct[m - 1], prefix[created], np.uint32(1))
+        return ids
+
+    def _ngram_fit(self, m: int, n_ids: int) -> None:
+        """Grow the per-id arrays of order m to hold n_ids ids (by half again at least, amortised)."""
+        size = len(self.count[m])
+        if n_ids <= size:
+            return
+        new_size = max(n_ids, size + size // 2)
+        arrays = [self.count] + ([self.ctx_count, self.distinct] if m < self.max_order else [])
+        for arrs in arrays:
+            grown = np.zeros(new_size, dtype=np.uint32)
+            grown[:size] = arrs[m]
+            arrs[m] = grown
 
     def nbytes(self) -> int:
         """Bytes held by all count tables."""
-        return sum(t.nbytes() for t in self.ctx_tables + self.pair_tables)
+        arrays = self.count + self.ctx_count + self.distinct
+        return sum(a.nbytes for a in arrays) + sum(t.nbytes() for t in self.tables if t is not None)

@@ -81,13 +81,14 @@ def run_scorer(scorer, tokens, chunk_size: int, probe=()) -> tuple[np.ndarray, n
 class NgramScorer:
     """Pure backoff n-gram scorer (no model); counts start empty and absorb each chunk after scoring it."""
 
-    def __init__(self, vocab_size: int, max_order: int = 10, discount: float = 0.5, beta: float = 3.0):
+    def __init__(self, vocab_size: int, max_order: int = 10, discount: float = 0.5, beta: float = 3.0,
+                 max_entries: int | None = None):
         self.vocab_size, self.max_order = vocab_size, max_order
-        self.discount, self.beta = discount, beta
+        self.discount, self.beta, self.max_entries = discount, beta, max_entries
         self.lm, self.history = None, None
 
     def begin(self, first_token: int) -> None:
-        self.lm = BackoffNgram(self.vocab_size, self.max_order, self.discount, self.beta)
+        self.lm = BackoffNgram(self.vocab_size, self.max_order, self.discount, self.beta, self.max_entries)
         self.history = _scoring_tokens([first_token], self.vocab_size, "NgramScorer.begin")
 
     def score_chunk(self, chunk, probe=()):
