@@ -258,8 +258,8 @@ def _leech_search_tables(device: str, dtype: torch.dtype) -> tuple:
     signs (4096, 24): +-1 codeword signs, row k = codeword k (bit j of k is coordinate j, j < 12);
     signs_by_parity (4096, 24): the same rows listed by the bits of coordinates 12..23 (also an
     information set, since B is invertible), so bit j of the row index is coordinate 12 + j;
-    parity_order (4096,) the codeword index of each of those rows; octads (759, 8) positions; octad_cols (8 * 759,) the octads' positions slot-major, for gathering
-    (n, 8, 759); octad_mask (759, 24) 0/1.
+    parity_order (4096,) the codeword index of each of those rows; octads (759, 8) positions;
+    octad_mask (759, 24) 0/1, in dtype and in float64.
     """
     words = golay_codewords().astype(np.int64)
     parity_index = (words[:, 12:] << (11 - np.arange(12))[None, :]).sum(axis=1)   # (4096,)
@@ -274,8 +274,8 @@ def _leech_search_tables(device: str, dtype: torch.dtype) -> tuple:
             torch.as_tensor(signs[parity_order], dtype=dtype, device=dev),
             torch.as_tensor(parity_order, device=dev),
             torch.as_tensor(octads.copy(), device=dev),
-            torch.as_tensor(octads.T.reshape(-1).copy(), device=dev),
-            torch.as_tensor(octad_mask, dtype=dtype, device=dev))
+            torch.as_tensor(octad_mask, dtype=dtype, device=dev),
+            torch.as_tensor(octad_mask, dtype=torch.float64, device=dev))
 
 
 @functools.lru_cache(maxsize=8)
@@ -295,18 +295,14 @@ def _leech_halves_6(t: torch.Tensor) -> tuple:
 
 
 def _leech_halves_12(t: torch.Tensor) -> tuple:
-    """t (n, 4096) indexed by 12 bits, most significant first. Returns (values, indices), each
-    (n, 12, 2): for every bit j, the max of t over indices with bit j = 0 / 1 and its index. One pass
-    of row maxima and one of column maxima over the (n, 64, 64) view, then 64-long problems."""
-    n = t.shape[0]
-    t3 = t.view(n, 64, 64)                           # [n, high 6 bits, low 6 bits]
-    row_max, row_arg = t3.max(dim=2)                 # best low part for each high part
-    col_max, col_arg = t3.max(dim=1)                 # best high part for each low part
-    hi_val, hi_idx = _leech_halves_6(row_max)
-    lo_val, lo_idx = _leech_halves_6(col_max)
-    hi_full = hi_idx * 64 + row_arg.gather(1, hi_idx.view(n, 12)).view(n, 6, 2)
-    lo_full = col_arg.gather(1, lo_idx.view(n, 12)).view(n, 6, 2) * 64 + lo_idx
-    return torch.cat([hi_val, lo_val], dim=1), torch.cat([hi_full, lo_full], dim=1)
+    """t (n, 4096) indexed by 12 bits, most significant first. Returns (values, partners), each
+    (n, 12, 2): for every bit j, the max of t over indices with bit j = 0 / 1, and for j < 6 the high
+    6 bits / for j >= 6 the low 6 bits of where it is. One pass of row maxima and one of column maxima
+    over the (n, 64, 64) view, then 64-long problems."""
+    t3 = t.view(t.shape[0], 64, 64)                  # [n, high 6 bits, low 6 bits]
+    hi_val, hi_idx = _leech_halves_6(t3.amax(dim=2))
+    lo_val, lo_idx = _leech_halves_6(t3.amax(dim=1))
+    return torch.cat([hi_val, lo_val], dim=1), torch.cat([hi_idx, lo_idx], dim=1)
 
 
 def _leech_best_shape_4(b: torch.Tensor) -> tuple:
@@ -321,14 +317,21 @@ def _leech_best_shape_4(b: torch.Tensor) -> tuple:
 def _leech_best_octad(b: torch.Tensor, tables: tuple) -> tuple:
     """(+-2^8 on an octad, even number of minus signs): per octad, signs follow b; if b has an odd
     number of negative coordinates there, flip the smallest |b_i|. Returns (<b, v>, v)."""
-    _, _, _, octads, octad_cols, octad_mask = tables
+    _, _, _, octads, octad_mask, octad_mask64 = tables
     n = b.shape[0]
     sgn = torch.where(b < 0, -1.0, 1.0).to(b.dtype)
     absb = b.abs()
-    sum_abs = absb @ octad_mask.T                                            # (n, 759)
-    odd = torch.remainder(torch.round((b < 0).to(b.dtype) @ octad_mask.T), 2) > 0
-    smallest = absb.index_select(1, octad_cols).view(n, 8, -1).amin(dim=1)  # (n, 759)
-    best, o = (2.0 * (sum_abs - 2.0 * odd * smallest)).max(dim=-1)         # (n,)
+    sorted_abs, order = absb.sort(dim=1)
+    rank = order.argsort(dim=1)                                              # rank of |b_i|, (n, 24)
+    # the sum of 2^-rank over an octad is exact in float64 and its leading bit 2^-r is the octad's
+    # smallest rank r: read it from the exponent field (bits 52..62) instead of gathering 8 values
+    rank_sum = torch.exp2(-rank.to(torch.float64)) @ octad_mask64.T        # (n, 759) in [2^-23, 2)
+    smallest_rank = 1023 - (rank_sum.view(torch.int64) >> 52)
+    smallest = sorted_abs.gather(1, smallest_rank)                          # (n, 759)
+    odd = (((b < 0).to(b.dtype) @ octad_mask.T).to(torch.int32) & 1).bool()  # odd count of b_i < 0
+    sum_abs = absb @ octad_mask.T
+    best, o = torch.where(odd, sum_abs - 2.0 * smallest, sum_abs).max(dim=-1)   # (n,)
+    best = 2.0 * best
     rows = torch.arange(n, device=b.device)
     chosen = octads[o]                                                       # (n, 8)
     flip = chosen.gather(1, absb.gather(1, chosen).argmin(dim=1, keepdim=True)).squeeze(1)
@@ -344,15 +347,22 @@ def _leech_best_shape_3(b: torch.Tensor, tables: tuple) -> tuple:
     12..23). Returns (<b, v>, v)."""
     signs, signs_by_parity, parity_order, _, _, _ = tables
     n = b.shape[0]
-    val_info, word_info = _leech_halves_12(b @ signs.T)                     # <b, s>, (n, 4096)
-    val_par, word_par = _leech_halves_12(b @ signs_by_parity.T)
-    q = torch.cat([val_info, val_par], dim=1)                               # (n, 24, 2)
-    words = torch.cat([word_info, parity_order[word_par]], dim=1)           # codeword indices
+    p_info, p_par = b @ signs.T, b @ signs_by_parity.T                     # <b, s>, (n, 4096) each
+    val_info, part_info = _leech_halves_12(p_info)
+    val_par, part_par = _leech_halves_12(p_par)
     pm = torch.tensor([-1.0, 1.0], dtype=b.dtype, device=b.device)          # s_j for bit 0 / 1
-    best, jb = (q - 4.0 * b[:, :, None] * pm).view(n, 48).max(dim=-1)
-    rows = torch.arange(n, device=b.device)
-    j = jb // 2
-    v = signs[words.view(n, 48)[rows, jb]]
+    score = torch.cat([val_info, val_par], dim=1) - 4.0 * b[:, :, None] * pm   # (n, 24, 2)
+    best, jb = score.view(n, 48).max(dim=-1)
+    # the winning codeword: its half (high or low 6 bits) is known, search the other 64
+    rows, j = torch.arange(n, device=b.device), jb // 2
+    partner = torch.cat([part_info, part_par], dim=1).view(n, 48)[rows, jb]
+    ar = torch.arange(64, device=b.device)
+    cand = torch.where(((j % 12) < 6)[:, None], partner[:, None] * 64 + ar, ar * 64 + partner[:, None])
+    in_par = (j >= 12)[:, None]
+    vals = torch.where(in_par, p_par.gather(1, cand), p_info.gather(1, cand))
+    k = cand.gather(1, vals.argmax(dim=1, keepdim=True)).squeeze(1)
+    word = torch.where(in_par.squeeze(1), parity_order[k], k)
+    v = signs[word]
     v[rows, j] = -3.0 * v[rows, j]
     return best, v
 
@@ -383,7 +393,10 @@ def leech_max_cosine(blocks: torch.Tensor) -> torch.Tensor:
 
     The maximising vector is found without gradients from the lattice structure (1,104 + 759 octads
     + 4,096 codewords x 24 positions), then the cosine with it is recomputed with autograd, which is
-    the gradient of the max almost everywhere. A zero block has cosine 0.
+    the gradient of the max almost everywhere. A zero block has cosine 0. The value is always the
+    exact cosine with a true minimal vector; which vector wins is decided in the search dtype
+    (float64 for float64 input, else float32), so near-ties can cost ~1e-7 in float32 (and ~1e-3
+    on a GPU with TF32 matmuls enabled).
     """
     v = leech_nearest_min_vector(blocks.detach())                            # (..., 24), norm 4
     dot = (blocks * v).sum(dim=-1)
@@ -410,8 +423,9 @@ def leech_resonance_loss(hidden: torch.Tensor, weight: float, max_blocks: int = 
     """weight * (1 - mean over the 24-dim blocks of the last dim of the max cosine to the Leech
     minimal vectors). hidden (..., D) with D a multiple of 24; returns a scalar.
 
-    max_blocks > 0 averages over that many evenly spaced blocks instead of all of them (an estimate
-    of the same mean; the exact search costs ~0.3 ms per 1,000 blocks... per block see the benchmark).
+    max_blocks > 0 averages over that many evenly spaced blocks instead of all of them: an estimate
+    of the same mean, for CPU runs (the exact search costs ~45 us of one CPU core per block, see
+    benchmarks/leech_enumeration.py).
     """
     if hidden.shape[-1] % 24 != 0:
         raise ValueError(f"leech_resonance_loss: last dim {hidden.shape[-1]} of hidden "
@@ -503,16 +517,26 @@ def _lattice_spectrum(w: torch.Tensor) -> torch.Tensor:
     return torch.linalg.svdvals(w.detach().float())
 
 
+def _lattice_stable_rank(s: torch.Tensor) -> float:
+    return float((s.pow(2).sum() / s[0].pow(2).clamp_min(1e-30)).item())
+
+
+def _lattice_condition(s: torch.Tensor) -> float:
+    return float("inf") if s[-1] == 0 else float((s[0] / s[-1]).item())
+
+
+def _lattice_resonance(s: torch.Tensor) -> float:
+    return float(torch.sin(137.036 * s).mean().item())
+
+
 def stable_rank(w: torch.Tensor) -> float:
     """Stable rank sum s_i^2 / s_max^2 of a 2-D weight (1 for rank one, up to min(m, n))."""
-    s = _lattice_spectrum(w)
-    return float((s.pow(2).sum() / s[0].pow(2).clamp_min(1e-30)).item())
+    return _lattice_stable_rank(_lattice_spectrum(w))
 
 
 def condition_number(w: torch.Tensor) -> float:
     """s_max / s_min of a 2-D weight (inf when singular)."""
-    s = _lattice_spectrum(w)
-    return float("inf") if s[-1] == 0 else float((s[0] / s[-1]).item())
+    return _lattice_condition(_lattice_spectrum(w))
 
 
 def spectral_resonance(w: torch.Tensor) -> float:
@@ -521,18 +545,19 @@ def spectral_resonance(w: torch.Tensor) -> float:
     A descriptive statistic with no known meaning (for singular values of order 1 it behaves like a
     pseudo-random number in [-1, 1]); logged only so runs can be compared with the seed's logs.
     """
-    return float(torch.sin(137.036 * _lattice_spectrum(w)).mean().item())
+    return _lattice_resonance(_lattice_spectrum(w))
 
 
 @torch.no_grad()
 def weight_telemetry(model: torch.nn.Module) -> dict:
     """Per 2-D parameter: `<name>.stable_rank`, `<name>.condition_number`, `<name>.spectral_resonance`
-    (the last a descriptive statistic only; one SVD per figure, ~ms for 512 x 512, so run it every few
-    hundred steps)."""
+    (the last a descriptive statistic with no known meaning). One SVD per weight, see the report
+    figures in benchmarks; run it every few hundred steps."""
     out = {}
     for name, p in model.named_parameters():
         if p.ndim == 2:
-            out[f"{name}.stable_rank"] = stable_rank(p)
-            out[f"{name}.condition_number"] = condition_number(p)
-            out[f"{name}.spectral_resonance"] = spectral_resonance(p)
+            s = _lattice_spectrum(p)
+            out[f"{name}.stable_rank"] = _lattice_stable_rank(s)
+            out[f"{name}.condition_number"] = _lattice_condition(s)
+            out[f"{name}.spectral_resonance"] = _lattice_resonance(s)
     return out
