@@ -150,3 +150,19 @@ def test_bad_inputs_are_clear_errors(artifact, capsys):
     assert run_generate(parse(["--artifact", str(artifact), "--tokenizer", "/nonexistent.model"])) == 2
     assert "--tokenizer /nonexistent.model: file not found" in capsys.readouterr().err
     assert run_generate(parse(["--artifact", str(artifact), "--top_p", "0"])) == 2
+
+
+@pytest.mark.parametrize("geometry", [dict(attn_geometry="leech_frozen", e8_sidebranch="st"),
+                                      dict(attn_geometry="e8", e8_adapter=True, e8_sidebranch="soft")])
+def test_geometry_models_round_trip_through_the_artifact(tmp_path, sp1024_model, geometry):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**{**TINY, "model_dim": 48, **geometry})).eval()
+    path = tmp_path / "geo.lgz"
+    save_artifact(path, dict(model.state_dict()), model_config=model.cfg.__dict__,
+                  tokenizer_sha256=tokenizer_sha256(sp1024_model), scheme="int8", codec="zlib")
+    loaded, _ = load_model(path, sp1024_model)
+    x = torch.randint(0, 1024, (1, 8), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert (loaded(x) - model(x)).abs().max() < 0.05
+    assert len(generate_tokens(loaded, [1, 5], max_tokens=3, seq_len=4, resonator=E8Resonator(loaded.tok_emb.weight),
+                               resonance_strength=1.0)) == 3
