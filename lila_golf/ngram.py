@@ -97,9 +97,12 @@ class NgramHashTable:
         room = limit - self.entries
         if miss.size == 0 or room <= 0:
             return ids, created
-        if miss.size > room:
-            miss = miss[np.isin(keys[miss], np.unique(keys[miss])[:room])]
-        self._reserve(len(miss))
+        if miss.size > room:  # keep the `room` smallest distinct new keys: all new keys <= the room-th
+            new_keys = np.sort(keys[miss])
+            distinct = new_keys[np.concatenate([[True], new_keys[1:] != new_keys[:-1]])]
+            if len(distinct) > room:
+                miss = miss[keys[miss] <= distinct[room - 1]]
+        self._reserve(min(len(miss), room))  # at most `room` new keys, however often they repeat
         slots = self._claim(keys[miss])
         stamp = -2 - np.arange(len(miss), dtype=np.int32)  # one stamp lands per new slot: its creator
         self.slot_ids[slots] = stamp
@@ -154,8 +157,11 @@ class BackoffNgram:
         self.max_entries = 2 ** 31 - 2 if max_entries is None else int(max_entries)  # int32 ids
         self.xbits = int(vocab_size).bit_length()  # low key bits that hold the last token
         # per order m = 0..max_order: m-gram ids -> counts; order 0 is the empty context (one id, 0)
-        self.tables = [None] * 3 + [NgramHashTable() for _ in range(3, max_order + 1)]
-        sizes = [1, vocab_size, vocab_size ** 2] + [1 << 11] * (max_order - 2)
+        # with a cap, tables start at their final size: no growth copies; the OS maps pages on first touch
+        log2_slots = 12 if max_entries is None else max(12, (2 * self.max_entries - 1).bit_length())
+        self.tables = [None] * 3 + [NgramHashTable(log2_slots) for _ in range(3, max_order + 1)]
+        n_ids = 1 << 11 if max_entries is None else self.max_entries
+        sizes = [1, vocab_size, vocab_size ** 2] + [n_ids] * (max_order - 2)
         self.count = [np.zeros(sizes[m], dtype=np.uint32) for m in range(max_order + 1)]
         self.ctx_count = [np.zeros(sizes[m], dtype=np.uint32) for m in range(max_order)]
         self.distinct = [np.zeros(sizes[m], dtype=np.uint32) for m in range(max_order)]

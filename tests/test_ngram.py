@@ -144,8 +144,9 @@ def test_capped_tables_keep_consistent_counts_and_normalise(max_entries):
     for a, b in ((1, 300), (300, 1000), (1000, 1800)):
         lm.update(tokens[:b], a)
         assert_counts_consistent(lm)
-    if max_entries:
-        assert all(lm.tables[m].entries == max_entries for m in range(3, 7))  # full, and no further
+    if max_entries:  # full, and no further; a table never grows past what max_entries keys need
+        assert all(lm.tables[m].entries == max_entries for m in range(3, 7))
+        assert all(1 << lm.tables[m].log2_capacity <= 4 * max_entries for m in range(3, 7))
     positions = np.arange(1800, len(tokens), 29)
     dists = lm.distributions(tokens, positions)
     np.testing.assert_allclose(dists.sum(axis=1), 1.0, atol=1e-12)
