@@ -6,6 +6,8 @@
     python -m lila_golf data --help          # fetch / tokenize / train-tokenizer / stats
     python -m lila_golf size|record|verify|compare ...   # artifact size and record folders
     python -m lila_golf audit --scorer ngram SHARD       # validity audit of a scorer (C1-C4)
+    python -m lila_golf eval RUN_OR_ARTIFACT [--stride 64] [--scorer model+ngram]
+    python -m lila_golf generate --artifact A --prompt "..."
 """
 from __future__ import annotations
 
@@ -19,8 +21,10 @@ COMMANDS = [
     ("lila_golf.demo", "add_train_parser"),
     ("lila_golf.bundle", "add_bundle_parser"),
     ("lila_golf.datacmd", "add_data_parser"),
+    ("lila_golf.evalcmd", "add_eval_parser"),  # before audit: registers the model scorers
     ("lila_golf.audit", "add_audit_parser"),
     ("lila_golf.records", "add_records_parsers"),
+    ("lila_golf.generate", "add_generate_parser"),
 ]
 
 

@@ -1,6 +1,6 @@
 """Lattice geometry done right: E8 roots, the binary Golay code, the Leech lattice, weight telemetry.
+Usage (module lila_golf.lattice):
 
-    from lila_golf.lattice import e8_roots, leech_basis, leech_max_cosine, leech_resonance_loss
     roots = e8_roots()                      # (240, 8) float64, all of norm 2
     cos = leech_max_cosine(blocks)          # (N, 24) -> (N,), exact max over the 196,560 minimal vectors
     loss = leech_resonance_loss(hidden, 0.01)

@@ -85,25 +85,48 @@ class NgramHashTable:
             pending, pkeys, slot = pending[go_on], pkeys[go_on], (slot[go_on] + 1) & mask
         return out
 
+    def _find_or_claim(self, keys: np.ndarray) -> np.ndarray:
+        """Slots of keys, claiming an empty slot for each absent key (repeats share one); room reserved."""
+        mask = (1 << self.log2_capacity) - 1
+        out = np.empty(len(keys), dtype=np.int64)
+        pending, pkeys, slot = np.arange(len(keys)), keys, self._home(keys)
+        while pending.size:
+            cur = self.keys[slot]
+            empty = np.flatnonzero(cur == 0)
+            self.keys[slot[empty]] = pkeys[empty]  # racing writers: one lands, the others read it back
+            cur[empty] = self.keys[slot[empty]]
+            hit = cur == pkeys
+            out[pending[hit]] = slot[hit]
+            go_on = ~hit
+            pending, pkeys, slot = pending[go_on], pkeys[go_on], (slot[go_on] + 1) & mask
+        return out
+
     def add(self, keys: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
         """Ids of keys, inserting absent ones while fewer than `limit` are stored (-1 for those left out).
 
         Also returns `created` (bool per key): the one occurrence of each new key that created it.
         When not all new keys fit, the smallest ones (in key order) are kept: deterministic.
         """
-        ids = self.find(keys)
-        miss = np.flatnonzero(ids < 0)
         created = np.zeros(len(keys), dtype=bool)
         room = limit - self.entries
-        if miss.size == 0 or room <= 0:
-            return ids, created
-        if miss.size > room:  # keep the `room` smallest distinct new keys: all new keys <= the room-th
-            new_keys = np.sort(keys[miss])
-            distinct = new_keys[np.concatenate([[True], new_keys[1:] != new_keys[:-1]])]
-            if len(distinct) > room:
-                miss = miss[keys[miss] <= distinct[room - 1]]
-        self._reserve(min(len(miss), room))  # at most `room` new keys, however often they repeat
-        slots = self._claim(keys[miss])
+        if room >= len(keys):  # every key fits: look up and claim in one probe loop
+            self._reserve(len(keys))
+            slots = self._find_or_claim(keys)
+            ids = self.slot_ids[slots].astype(np.int64)
+            miss = np.flatnonzero(ids < 0)  # claimed just now: no id yet
+            slots = slots[miss]
+        else:
+            ids = self.find(keys)
+            miss = np.flatnonzero(ids < 0)
+            if miss.size == 0 or room <= 0:
+                return ids, created
+            if miss.size > room:  # keep the `room` smallest distinct new keys: all new keys <= the room-th
+                new_keys = np.sort(keys[miss])
+                distinct = new_keys[np.concatenate([[True], new_keys[1:] != new_keys[:-1]])]
+                if len(distinct) > room:
+                    miss = miss[keys[miss] <= distinct[room - 1]]
+            self._reserve(min(len(miss), room))  # at most `room` new keys, however often they repeat
+            slots = self._claim(keys[miss])
         stamp = -2 - np.arange(len(miss), dtype=np.int32)  # one stamp lands per new slot: its creator
         self.slot_ids[slots] = stamp
         first = self.slot_ids[slots] == stamp

@@ -28,7 +28,7 @@ from .config import Hyperparameters, dist_env
 from .data import DistributedTokenLoader, build_byte_tables, load_tokenizer, load_val_tokens, read_shard, shard_paths, target_bytes, tokenizer_sha256
 from .model import GPT, GPTConfig, count_params
 from .optim import EMA, SWA, build_optimizers, lr_scale, muon_momentum_at
-from .artifact import load_artifact, save_artifact
+from .artifact import load_artifact, read_artifact_header, save_artifact
 from .lattice import weight_telemetry
 from .checkpoint import flatten_optimizer_state, load_checkpoint, save_checkpoint, unflatten_optimizer_state
 from .evaluate import eval_val_plain
@@ -241,15 +241,23 @@ def export_and_roundtrip(trainer, hp, denv, device, autocast, val, log, run_dir,
     model = trainer.model
     artifact_path = os.path.join(run_dir, f"final_model.{hp.quant_scheme}.{hp.codec}.lgz")
     hessians = None
-    if hp.quant_scheme == "int6_gptq":
+    t_calib = time.perf_counter()
+    if hp.quant_scheme.endswith("_gptq"):
         batches = [trainer.loader.next_batch(hp.train_batch_tokens, hp.train_seq_len, trainer.micro_steps)[0].to(device) for _ in range(4)]
         hessians = collect_hessians(model, batches)
+        if denv.distributed:  # each rank saw its own batches: sum X^T X over ranks
+            for h in hessians.values():
+                dist.all_reduce(h)
+        log(f"gptq_calibration_time_ms:{1000 * (time.perf_counter() - t_calib):.0f} hessians:{len(hessians)}")
     if denv.rank == 0:
         state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
         t0 = time.perf_counter()
         save_artifact(artifact_path, state, model_config=GPTConfig.from_hparams(hp).__dict__,
                       tokenizer_sha256=tok_sha, scheme=hp.quant_scheme, codec=hp.codec, hessians=hessians)
-        log(f"export_time_ms:{1000 * (time.perf_counter() - t0):.0f}")
+        header = read_artifact_header(artifact_path)
+        log(f"export_time_ms:{1000 * (time.perf_counter() - t0):.0f} num_params:{header['num_params']} "
+            f"sym_h0_bytes:{header['sym_h0_bits'] / 8:.0f} sym_coded_bytes:{header['sym_coded_bytes']} "
+            f"coded_over_h0:{8 * header['sym_coded_bytes'] / max(header['sym_h0_bits'], 1):.4f}")
     if denv.distributed:
         dist.barrier()
     state, header = load_artifact(artifact_path, tokenizer_sha256=tok_sha)

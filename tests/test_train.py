@@ -85,3 +85,18 @@ def test_non_finite_loss_stops_with_clear_message(tmp_path, mini_data, sp1024_mo
     assert proc.returncode != 0
     assert "error:non_finite_loss step:" in log
     assert "train_loss is nan at step" in proc.stderr
+
+
+def test_record_preset_builds_steps_and_exports_on_cpu(tmp_path, mini_data, sp1024_model):
+    """The full-size 8xH100 preset (11 layers, d 512) takes one optimiser step on CPU and exports.
+    Tiny batch; int6 without GPTQ here because Hessian calibration of 27M params takes minutes on
+    this CPU (GPTQ itself is tested in test_quant.py)."""
+    env = {"PRESET": "record", "TRAIN_BATCH_TOKENS": "1024", "TRAIN_SEQ_LEN": "128", "GRAD_ACCUM_TOTAL": "1",
+           "ITERATIONS": "1", "VAL_MAX_TOKENS": "256", "VAL_LOSS_EVERY": "0", "QUANT_SCHEME": "int6_lite"}
+    proc, log = run_script(tmp_path, mini_data, sp1024_model, env, run_id="record")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    params = int(re.search(r"model_params:(\d+)", log).group(1))
+    assert 25_000_000 < params < 30_000_000
+    assert "step:1/1 train_loss:" in log
+    m = re.search(r"bytes_code:(\d+) bytes_model:(\d+) bytes_total:(\d+)", log)
+    assert m and int(m.group(3)) < 16_000_000
