@@ -1,13 +1,16 @@
 """Throughput and memory of the score-first n-gram scorer, projected to the official val set.
 
     .venv/bin/python benchmarks/ngram_speed.py                     # 8.1M tokens of train_000001
+    .venv/bin/python benchmarks/ngram_speed.py --max-entries 4194304   # capped tables: bounded memory
     .venv/bin/python benchmarks/ngram_speed.py --max-tokens 2000000 --chunk-size 262144 --max-order 6
 
 Scores a shard chunk by chunk (score, then update, as NgramScorer does), prints key:value lines:
-tokens/s overall and over the last quarter (tables are largest there), table bytes and peak RSS,
-then a projection for the 62,021,846-token validation set (time from the overall rate, which
-includes the amortised table doublings; memory scaled linearly in tokens) and whether the time fits the 600 s evaluation budget. Also prints
-val_bpb of the pure n-gram (counts starting empty) when --tokenizer is given.
+tokens/s overall and over the last quarter (tables are largest there), CPU seconds and the 1-minute
+load average before and after (on a shared machine wall time depends on the load; CPU time much
+less), table bytes and peak RSS, then a projection for the 62,021,846-token validation set (time
+from the overall rate, which includes the amortised table growth; memory scaled linearly in tokens,
+or the fixed allocation when capped) and whether the time fits the 600 s evaluation budget. Also
+prints val_bpb of the pure n-gram (counts starting empty) when --tokenizer is given.
 """
 import argparse
 import os
