@@ -3219,48 +3219,25 @@ class NgramHashTable:
             pending, pkeys, slot = pending[go_on], pkeys[go_on], (slot[go_on] + 1) & mask
         return out
 
-    def _find_or_claim(self, keys: np.ndarray) -> np.ndarray:
-        """Slots of keys, claiming an empty slot for each absent key (repeats share one); room reserved."""
-        mask = (1 << self.log2_capacity) - 1
-        out = np.empty(len(keys), dtype=np.int64)
-        pending, pkeys, slot = np.arange(len(keys)), keys, self._home(keys)
-        while pending.size:
-            cur = self.keys[slot]
-            empty = np.flatnonzero(cur == 0)
-            self.keys[slot[empty]] = pkeys[empty]  # racing writers: one lands, the others read it back
-            cur[empty] = self.keys[slot[empty]]
-            hit = cur == pkeys
-            out[pending[hit]] = slot[hit]
-            go_on = ~hit
-            pending, pkeys, slot = pending[go_on], pkeys[go_on], (slot[go_on] + 1) & mask
-        return out
-
     def add(self, keys: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
         """Ids of keys, inserting absent ones while fewer than `limit` are stored (-1 for those left out).
 
         Also returns `created` (bool per key): the one occurrence of each new key that created it.
         When not all new keys fit, the smallest ones (in key order) are kept: deterministic.
         """
+        ids = self.find(keys)
+        miss = np.flatnonzero(ids < 0)
         created = np.zeros(len(keys), dtype=bool)
         room = limit - self.entries
-        if room >= len(keys):  # every key fits: look up and claim in one probe loop
-            self._reserve(len(keys))
-            slots = self._find_or_claim(keys)
-            ids = self.slot_ids[slots].astype(np.int64)
-            miss = np.flatnonzero(ids < 0)  # claimed just now: no id yet
-            slots = slots[miss]
-        else:
-            ids = self.find(keys)
-            miss = np.flatnonzero(ids < 0)
-            if miss.size == 0 or room <= 0:
-                return ids, created
-            if miss.size > room:  # keep the `room` smallest distinct new keys: all new keys <= the room-th
-                new_keys = np.sort(keys[miss])
-                distinct = new_keys[np.concatenate([[True], new_keys[1:] != new_keys[:-1]])]
-                if len(distinct) > room:
-                    miss = miss[keys[miss] <= distinct[room - 1]]
-            self._reserve(min(len(miss), room))  # at most `room` new keys, however often they repeat
-            slots = self._claim(keys[miss])
+        if miss.size == 0 or room <= 0:
+            return ids, created
+        if miss.size > room:  # keep the `room` smallest distinct new keys: all new keys <= the room-th
+            new_keys = np.sort(keys[miss])
+            distinct = new_keys[np.concatenate([[True], new_keys[1:] != new_keys[:-1]])]
+            if len(distinct) > room:
+                miss = miss[keys[miss] <= distinct[room - 1]]
+        self._reserve(min(len(miss), room))  # at most `room` new keys, however often they repeat
+        slots = self._claim(keys[miss])
         stamp = -2 - np.arange(len(miss), dtype=np.int32)  # one stamp lands per new slot: its creator
         self.slot_ids[slots] = stamp
         first = self.slot_ids[slots] == stamp
@@ -3345,17 +3322,19 @@ class BackoffNgram:
             return prefix_ids * self.vocab_size + last
         return self.tables[m].find(self._gram_key(prefix_ids, last))
 
-    def _chain(self, seq: np.ndarray, m: int, prev: np.ndarray, ids_fn) -> np.ndarray:
-        """ids of the m-grams ending at each index of seq (-1: absent or crossing a -1 separator).
+    def _chain(self, seq: np.ndarray, m: int, prev: np.ndarray, first_target: int | None = None) -> np.ndarray:
+        """Ids of the m-grams ending at each index of seq (-1: not stored, or crossing a -1 separator).
 
-        prev: same for (m-1)-grams. The m-gram ending at j is the (m-1)-gram ending at j-1 plus seq[j].
-        ids_fn(j, prefix_ids, last) resolves the ids of the valid ones.
+        prev: the same for (m-1)-grams; the m-gram ending at j is the (m-1)-gram ending at j-1 plus
+        seq[j]. With first_target, m-grams ending at indices >= first_target are counted as well.
         """
         ids = np.full(len(seq), -1, dtype=np.int64)
         j = np.flatnonzero(prev[:-1] >= 0) + 1
         j = j[seq[j] >= 0]
-        if j.size:
-            ids[j] = ids_fn(j, prev[j - 1], seq[j])
+        if j.size and first_target is None:
+            ids[j] = self._gram_ids(m, prev[j - 1], seq[j])
+        elif j.size:
+            ids[j] = self._ngram_count(m, j >= first_target, prev[j - 1], seq[j])
         return ids
 
     # ------------------------------------------------------------------ scoring
@@ -3381,10 +3360,9 @@ class BackoffNgram:
         seq = np.concatenate([[-1], tokens[lo:]])  # seq[j] = tokens[lo + j - 1]; the -1 stops every chain
         t = np.arange(start - lo + 1, len(seq))  # targets, as indices of seq
         p = np.full(len(t), 1.0 / self.vocab_size)
-        find = lambda m: (lambda j, prefix, last: self._gram_ids(m, prefix, last))
         ids = np.zeros(len(seq), dtype=np.int64)  # order 0: the empty context ends everywhere
         for k in range(self.max_order):
-            nxt = self._chain(seq, k + 1, ids, find(k + 1))  # (k+1)-grams: the pairs (h, x) of level k
+            nxt = self._chain(seq, k + 1, ids)  # (k+1)-grams: the pairs (h, x) of level k
             active, c_h, u_h = self._ngram_level(k, ids[t - 1])
             if not active.any():
                 break
@@ -3406,30 +3384,33 @@ class BackoffNgram:
         seq = seq.reshape(-1)
         last = np.arange(len(pos)) * (N + 1) + N  # index in seq of each window's last token
         p = np.full((len(pos), V), 1.0 / V)
-        find = lambda m: (lambda j, prefix, x: self._gram_ids(m, prefix, x))
         ids = np.zeros(len(seq), dtype=np.int64)
         for k in range(N):
-            h = ids[last] if k else np.zeros(len(pos), dtype=np.int64)
+            h = ids[last]  # id of the k tokens before each position (order 0: the empty context, 0)
             active, c_h, u_h = self._ngram_level(k, h)
             if not active.any():
                 break
             pair = self._gram_ids(k + 1, np.repeat(h[active], V), np.tile(np.arange(V), int(active.sum())))
             c_hx = self._pair_count(k + 1, pair).reshape(-1, V)
             p[active] = self._interpolate(p[active], c_hx, c_h[:, None], u_h[:, None])
-            ids = self._chain(seq, k + 1, ids, find(k + 1))
+            ids = self._chain(seq, k + 1, ids)
         return p
 
     # ------------------------------------------------------------------ counting
     def update(self, tokens, start: int) -> None:
-        """Count every n-gram whose target is tokens[i], i >= start (contexts may reach before start)."""
+        """Count every n-gram whose target is tokens[i], i >= start (contexts may reach before start).
+
+        Feed one stream in order, as NgramScorer does: an n-gram is stored through the id of its
+        prefix, so n-grams that reach back into tokens no earlier update counted (beyond the first
+        two) are left out of every count (consistently, as with a full table).
+        """
         tokens = self._ngram_check(tokens)
         lo = max(0, start - self.max_order)
         seq = np.concatenate([[-1], tokens[lo:]])
         first_target = start - lo + 1
         ids = np.zeros(len(seq), dtype=np.int64)
         for m in range(1, self.max_order + 1):
-            count_fn = lambda j, prefix, last, m=m: self._ngram_count(m, j >= first_target, prefix, last)
-            ids = self._chain(seq, m, ids, count_fn)
+            ids = self._chain(seq, m, ids, first_target)
 
     def _ngram_count(self, m: int, is_target: np.ndarray, prefix: np.ndarray, last: np.ndarray) -> np.ndarray:
         """Ids of m-grams; those ending at a target are counted (new ones stored, room permitting)."""

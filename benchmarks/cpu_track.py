@@ -31,12 +31,16 @@ ROWS: dict[str, dict[str, str]] = {
                      WARMUP_STEPS="20", WARMDOWN_STEPS="1200", ACTIVATION="relu2", EMA_DECAY="0",
                      MATRIX_LR="0.04", EMBED_LR="0.05", SCALAR_LR="0.04", MUON_MOMENTUM_WARMUP_STEPS="500"),
     # the best stack found for this regime (see RESULTS.md for how it was chosen)
-    "stack": dict(),
+    "stack": dict(NUM_LAYERS="4", MODEL_DIM="256", NUM_HEADS="4", NUM_KV_HEADS="2", MLP_MULT="2",
+                  TRAIN_SEQ_LEN="256", TRAIN_BATCH_TOKENS="16384", GRAD_ACCUM_TOTAL="1",
+                  ACTIVATION="leaky_relu2", BIGRAM_HASH_BUCKETS="2048", BIGRAM_DIM="64", SMEAR_GATE="1",
+                  XSA_LAST_N="2", LN_SCALE="1", ROPE_DIMS="16", WARMUP_STEPS="10", WARMDOWN_STEPS="100",
+                  EMA_DECAY="0"),
 }
 
 
-def run_row(row: str, seed: int, seconds: float, out: Path, extra: dict[str, str]) -> dict:
-    run_dir = out / f"{row}_s{seed}"
+def run_row(row: str, seed: int, seconds: float, out: Path, extra: dict[str, str], tag: str = "") -> dict:
+    run_dir = out / f"{row}{tag}_s{seed}"
     if (run_dir / "train.log").exists():
         (run_dir / "train.log").unlink()  # a rerun replaces the old log instead of appending to it
     env = {"PRESET": "cpu_track", "DATA_PATH": str(MINI), "TOKENIZER_PATH": str(TOKENIZER), "SEED": str(seed),
@@ -47,7 +51,7 @@ def run_row(row: str, seed: int, seconds: float, out: Path, extra: dict[str, str
     key = next(k for k in values if k.endswith("_roundtrip.val_bpb"))
     steps, train_ms = int(values["train_steps"]), float(values["train_time_ms"])
     tokens_per_step = int(env.get("TRAIN_BATCH_TOKENS", values.get("config.train_batch_tokens", 0)))
-    return dict(row=row, seed=seed, status=status, val_bpb=float(values[key]),
+    return dict(row=row + tag, seed=seed, status=status, val_bpb=float(values[key]),
                 val_loss=float(values[key.replace("val_bpb", "val_loss")]), steps=steps,
                 train_time_ms=train_ms, tokens_per_s=steps * tokens_per_step / (train_ms / 1000),
                 bytes_total=int(values["bytes_total"]), float_val_bpb=float(values["final_float.val_bpb"]),
@@ -75,13 +79,14 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(REPO / "runs" / "cpu_track"))
     p.add_argument("--set", nargs="*", default=[], help="extra KEY=VALUE env overrides for every run")
     p.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "cpu_track.jsonl"))
+    p.add_argument("--tag", default="", help="suffix for run folder names (tuning variants)")
     args = p.parse_args(argv)
     extra = dict(kv.split("=", 1) for kv in args.set)
     results = []
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:  # interleave rows per seed so slow drift in machine load hits both
         for row in args.rows:
-            res = run_row(row, seed, args.seconds, Path(args.out), extra)
+            res = run_row(row, seed, args.seconds, Path(args.out), extra, args.tag)
             results.append(res)
             with open(args.results, "a") as f:
                 f.write(json.dumps(res) + "\n")

@@ -43,7 +43,8 @@ def test_standalone_copy_finishes_smoke(tmp_path, mini_data, sp1024_model):
     script = tmp_path / "train_gpt.py"
     script.write_bytes((REPO_ROOT / "train_gpt.py").read_bytes())
     env = {**os.environ, "PRESET": "smoke", "DATA_PATH": str(mini_data), "TOKENIZER_PATH": str(sp1024_model),
-           "ITERATIONS": "12", "VAL_LOSS_EVERY": "6", "VAL_MAX_TOKENS": "8192", "RUN_ID": "smoke"}
+           "ITERATIONS": "12", "VAL_LOSS_EVERY": "6", "VAL_MAX_TOKENS": "8192", "RUN_ID": "smoke",
+           "MAX_WALLCLOCK_SECONDS": "0"}
     env.pop("PYTHONPATH", None)
     proc = subprocess.run([sys.executable, "-I", str(script)], env=env, cwd=tmp_path, capture_output=True,
                           text=True, timeout=600)
