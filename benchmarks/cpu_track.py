@@ -44,7 +44,7 @@ def run_row(row: str, seed: int, seconds: float, out: Path, extra: dict[str, str
     if (run_dir / "train.log").exists():
         (run_dir / "train.log").unlink()  # a rerun replaces the old log instead of appending to it
     env = {"PRESET": "cpu_track", "DATA_PATH": str(MINI), "TOKENIZER_PATH": str(TOKENIZER), "SEED": str(seed),
-           "MAX_WALLCLOCK_SECONDS": str(seconds), **ROWS[row], **extra}
+           "MAX_WALLCLOCK_SECONDS": str(seconds), "SAVE_FLOAT_WEIGHTS": "1", **ROWS[row], **extra}
     t0 = time.time()
     status = launch_run(run_dir, env)
     values = parse_log(run_dir / "train.log")

@@ -121,6 +121,7 @@ class Hyperparameters:
     quant_scheme: str = "int8"
     codec: str = "zlib"
     eval_stride: int = 0  # 0 = plain evaluation for the final score; else sliding windows
+    save_float_weights: bool = False  # also keep the final float weights (final_weights.lgck) for analysis
     # --- hardware ---
     compile: bool = False  # torch.compile; only honoured on CUDA
     telemetry_every: int = 0  # log per-layer weight spectra every N steps (0 = off)

@@ -251,6 +251,8 @@ def export_and_roundtrip(trainer, hp, denv, device, autocast, val, log, run_dir,
         log(f"gptq_calibration_time_ms:{1000 * (time.perf_counter() - t_calib):.0f} hessians:{len(hessians)}")
     if denv.rank == 0:
         state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+        if hp.save_float_weights:  # not part of the artifact: for quantisation studies
+            save_checkpoint(os.path.join(run_dir, "final_weights.lgck"), state, {"model_config": GPTConfig.from_hparams(hp).__dict__})
         t0 = time.perf_counter()
         save_artifact(artifact_path, state, model_config=GPTConfig.from_hparams(hp).__dict__,
                       tokenizer_sha256=tok_sha, scheme=hp.quant_scheme, codec=hp.codec, hessians=hessians)
