@@ -31,11 +31,11 @@ ROWS: dict[str, dict[str, str]] = {
                      WARMUP_STEPS="20", WARMDOWN_STEPS="1200", ACTIVATION="relu2", EMA_DECAY="0",
                      MATRIX_LR="0.04", EMBED_LR="0.05", SCALAR_LR="0.04", MUON_MOMENTUM_WARMUP_STEPS="500"),
     # the best stack found for this regime (see RESULTS.md for how it was chosen)
-    "stack": dict(NUM_LAYERS="4", MODEL_DIM="256", NUM_HEADS="4", NUM_KV_HEADS="2", MLP_MULT="2",
-                  TRAIN_SEQ_LEN="256", TRAIN_BATCH_TOKENS="16384", GRAD_ACCUM_TOTAL="1",
+    "stack": dict(NUM_LAYERS="5", MODEL_DIM="192", NUM_HEADS="4", NUM_KV_HEADS="2", MLP_MULT="3",
+                  TRAIN_SEQ_LEN="256", TRAIN_BATCH_TOKENS="8192", GRAD_ACCUM_TOTAL="1",
                   ACTIVATION="leaky_relu2", BIGRAM_HASH_BUCKETS="2048", BIGRAM_DIM="64", SMEAR_GATE="1",
-                  XSA_LAST_N="2", LN_SCALE="1", ROPE_DIMS="16", WARMUP_STEPS="10", WARMDOWN_STEPS="100",
-                  EMA_DECAY="0"),
+                  XSA_LAST_N="2", LN_SCALE="1", ROPE_DIMS="16", WARMUP_STEPS="10", WARMDOWN_STEPS="720",
+                  MATRIX_LR="0.06", SCALAR_LR="0.06", EMBED_LR="0.08", EMA_DECAY="0"),
 }
 
 

@@ -98,6 +98,7 @@ class Hyperparameters:
     e8_temperature: float = 0.1  # softness of E8 root assignments (0 = hard nearest root)
     e8_adapter: bool = False  # tied 8-dim E8 bottleneck adapter per block
     leech_loss_weight: float = 0.0  # lambda of the Leech resonance loss on the final hidden state
+    leech_loss_max_blocks: int = 4096  # 24-dim blocks sampled per step for that loss (0 = all; ~12 CPU-s per 175k)
     # --- optimiser ---
     matrix_lr: float = 0.04
     embed_lr: float = 0.05

@@ -46,6 +46,7 @@ class GPTConfig:
     e8_temperature: float = 0.1
     e8_adapter: bool = False
     leech_loss_weight: float = 0.0
+    leech_loss_max_blocks: int = 4096
 
     @classmethod
     def from_hparams(cls, hp) -> "GPTConfig":
@@ -284,7 +285,7 @@ class GPT(nn.Module):
         x = self.hidden(idx)
         loss = lm_loss(self.head(x), targets, weights)
         if self.cfg.leech_loss_weight > 0:
-            loss = loss + leech_resonance_loss(x.float(), self.cfg.leech_loss_weight)
+            loss = loss + leech_resonance_loss(x.float(), self.cfg.leech_loss_weight, self.cfg.leech_loss_max_blocks)
         return loss
 
 

@@ -123,3 +123,17 @@ def test_orthogonal_init_and_tied_head():
     assert torch.allclose(w @ w.T, torch.eye(w.size(0)), atol=1e-5)
     assert model.blocks[0].attn.proj.weight.abs().sum() == 0
     assert not any(n.startswith("lm_head") for n, _ in model.named_parameters())
+
+
+def test_leech_resonance_loss_term():
+    cfg = {**ALL_ON, "model_dim": 48, "num_heads": 4, "num_kv_heads": 2, "rope_dims": 4, "leech_loss_weight": 0.1}
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**cfg))
+    x = tokens()
+    with_term = model.loss(x, x)
+    model.cfg.leech_loss_weight = 0.0
+    plain = model.loss(x, x)
+    assert torch.isfinite(with_term) and 0 < float(with_term - plain) <= 0.1
+    model.cfg.leech_loss_weight = 0.1
+    model.loss(x, x).backward()
+    assert model.tok_emb.weight.grad is not None

@@ -100,3 +100,23 @@ def test_record_preset_builds_steps_and_exports_on_cpu(tmp_path, mini_data, sp10
     assert "step:1/1 train_loss:" in log
     m = re.search(r"bytes_code:(\d+) bytes_model:(\d+) bytes_total:(\d+)", log)
     assert m and int(m.group(3)) < 16_000_000
+
+
+def test_complementary_training_weights(mini_data):
+    """p_bigram comes from the training shards only; weights 1 - alpha * p stay in (0, 1]."""
+    import torch
+    from lila_golf.model import lm_loss
+    from lila_golf.train import bigram_probs
+    probs = bigram_probs(str(mini_data / "fineweb_train_*.bin"), 1024, max_tokens=200_000)
+    assert torch.allclose(probs.sum(1), torch.ones(1024), atol=1e-5)
+    assert probs.max() < 1
+    from lila_golf.data import read_shard
+    real = torch.from_numpy(read_shard(str(mini_data / "fineweb_train_000000.bin"))[:33].astype("int64"))
+    x, y = real[:-1].view(2, 16), real[1:].view(2, 16)  # real bigrams, some of them predictable
+    w = 1 - probs[x, y]  # alpha = 1
+    assert (w > 0).all() and (w <= 1).all()
+    logits = torch.randn(2, 16, 1024, generator=torch.Generator().manual_seed(1))
+    # uniform weights give the plain mean; non-uniform ones re-weight tokens
+    assert torch.allclose(lm_loss(logits, y, torch.ones_like(w)), lm_loss(logits, y))
+    assert w.min() < 0.9
+    assert not torch.allclose(lm_loss(logits, y, w), lm_loss(logits, y))
