@@ -35,14 +35,15 @@ PRESETS: dict[str, dict[str, object]] = {
         train_batch_tokens=16384, grad_accum_total=1, iterations=100000, warmup_steps=10,
         warmdown_steps=150, val_loss_every=0, train_log_every=25, max_wallclock_seconds=600.0,
     ),
-    # full size for 8xH100, shaped like the public records (11 layers, d 512, int6)
+    # full size for 8xH100, shaped like the public records (11 layers, d 512, int6); MLP 2x so the
+    # projected artifact fits: see README "Record preset size projection"
     "record": dict(
-        num_layers=11, model_dim=512, num_heads=8, num_kv_heads=4, mlp_mult=3, train_seq_len=2048,
+        num_layers=11, model_dim=512, num_heads=8, num_kv_heads=4, mlp_mult=2, train_seq_len=2048,
         train_batch_tokens=786432, grad_accum_total=8, iterations=20000, warmup_steps=20,
         warmdown_steps=3500, val_loss_every=1000, train_log_every=100, max_wallclock_seconds=600.0,
         bigram_hash_buckets=2048, xsa_last_n=4, rope_dims=16, activation="leaky_relu2",
         ln_scale=True, smear_gate=True, value_residual=True, ema_decay=0.997,
-        quant_scheme="int6_gptq", codec="lzma", compile=True,
+        quant_scheme="int6_gptq", codec="brotli", compile=True,
     ),
 }
 

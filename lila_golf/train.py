@@ -323,7 +323,7 @@ def main() -> int:
         compile_warmup(trainer, 20)
 
     cap_ms = 1000 * hp.max_wallclock_seconds
-    step = start_step
+    step, last_step_start_ms = start_step, train_time_ms
     while True:
         last_step = step >= hp.iterations or (cap_ms > 0 and train_time_ms >= cap_ms)
         if denv.distributed:  # every rank must agree to stop on the same step
@@ -339,6 +339,7 @@ def main() -> int:
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
+        last_step_start_ms = train_time_ms
         train_loss = trainer.step(step, train_time_ms)
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -357,7 +358,7 @@ def main() -> int:
         if hp.stop_at_step and step == hp.stop_at_step:
             log(f"stopped_at_step:{step} (STOP_AT_STEP: simulated interruption)")
             return 0
-    log(f"train_steps:{step} train_time_ms:{train_time_ms:.0f}")
+    log(f"train_steps:{step} train_time_ms:{train_time_ms:.0f} last_step_start_ms:{last_step_start_ms:.0f}")
     if trainer.swa is not None and trainer.swa.count > 0:
         trainer.swa.copy_to(model)
         log(f"weights:swa snapshots:{trainer.swa.count}")

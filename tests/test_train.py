@@ -96,7 +96,7 @@ def test_record_preset_builds_steps_and_exports_on_cpu(tmp_path, mini_data, sp10
     proc, log = run_script(tmp_path, mini_data, sp1024_model, env, run_id="record")
     assert proc.returncode == 0, proc.stderr[-3000:]
     params = int(re.search(r"model_params:(\d+)", log).group(1))
-    assert 25_000_000 < params < 30_000_000
+    assert 20_000_000 < params < 23_000_000
     assert "step:1/1 train_loss:" in log
     m = re.search(r"bytes_code:(\d+) bytes_model:(\d+) bytes_total:(\d+)", log)
     assert m and int(m.group(3)) < 16_000_000
