@@ -848,14 +848,15 @@ PRESETS: dict[str, dict[str, object]] = {
         train_batch_tokens=16384, grad_accum_total=1, iterations=100000, warmup_steps=10,
         warmdown_steps=150, val_loss_every=0, train_log_every=25, max_wallclock_seconds=600.0,
     ),
-    # full size for 8xH100, shaped like the public records (11 layers, d 512, int6)
+    # full size for 8xH100, shaped like the public records (11 layers, d 512, int6); MLP 2x so the
+    # projected artifact fits: see README "Record preset size projection"
     "record": dict(
-        num_layers=11, model_dim=512, num_heads=8, num_kv_heads=4, mlp_mult=3, train_seq_len=2048,
+        num_layers=11, model_dim=512, num_heads=8, num_kv_heads=4, mlp_mult=2, train_seq_len=2048,
         train_batch_tokens=786432, grad_accum_total=8, iterations=20000, warmup_steps=20,
         warmdown_steps=3500, val_loss_every=1000, train_log_every=100, max_wallclock_seconds=600.0,
         bigram_hash_buckets=2048, xsa_last_n=4, rope_dims=16, activation="leaky_relu2",
         ln_scale=True, smear_gate=True, value_residual=True, ema_decay=0.997,
-        quant_scheme="int6_gptq", codec="lzma", compile=True,
+        quant_scheme="int6_gptq", codec="brotli", compile=True,
     ),
 }
 
@@ -911,6 +912,7 @@ class Hyperparameters:
     e8_temperature: float = 0.1  # softness of E8 root assignments (0 = hard nearest root)
     e8_adapter: bool = False  # tied 8-dim E8 bottleneck adapter per block
     leech_loss_weight: float = 0.0  # lambda of the Leech resonance loss on the final hidden state
+    leech_loss_max_blocks: int = 4096  # 24-dim blocks sampled per step for that loss (0 = all; ~12 CPU-s per 175k)
     # --- optimiser ---
     matrix_lr: float = 0.04
     embed_lr: float = 0.05
@@ -934,6 +936,7 @@ class Hyperparameters:
     quant_scheme: str = "int8"
     codec: str = "zlib"
     eval_stride: int = 0  # 0 = plain evaluation for the final score; else sliding windows
+    save_float_weights: bool = False  # also keep the final float weights (final_weights.lgck) for analysis
     # --- hardware ---
     compile: bool = False  # torch.compile; only honoured on CUDA
     telemetry_every: int = 0  # log per-layer weight spectra every N steps (0 = off)
@@ -1417,6 +1420,7 @@ class GPTConfig:
     e8_temperature: float = 0.1
     e8_adapter: bool = False
     leech_loss_weight: float = 0.0
+    leech_loss_max_blocks: int = 4096
 
     @classmethod
     def from_hparams(cls, hp) -> "GPTConfig":
@@ -1655,7 +1659,7 @@ class GPT(nn.Module):
         x = self.hidden(idx)
         loss = lm_loss(self.head(x), targets, weights)
         if self.cfg.leech_loss_weight > 0:
-            loss = loss + leech_resonance_loss(x.float(), self.cfg.leech_loss_weight)
+            loss = loss + leech_resonance_loss(x.float(), self.cfg.leech_loss_weight, self.cfg.leech_loss_max_blocks)
         return loss
 
 
@@ -4276,6 +4280,8 @@ def export_and_roundtrip(trainer, hp, denv, device, autocast, val, log, run_dir,
         log(f"gptq_calibration_time_ms:{1000 * (time.perf_counter() - t_calib):.0f} hessians:{len(hessians)}")
     if denv.rank == 0:
         state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+        if hp.save_float_weights:  # not part of the artifact: for quantisation studies
+            save_checkpoint(os.path.join(run_dir, "final_weights.lgck"), state, {"model_config": GPTConfig.from_hparams(hp).__dict__})
         t0 = time.perf_counter()
         save_artifact(artifact_path, state, model_config=GPTConfig.from_hparams(hp).__dict__,
                       tokenizer_sha256=tok_sha, scheme=hp.quant_scheme, codec=hp.codec, hessians=hessians)
@@ -4346,7 +4352,7 @@ def main() -> int:
         compile_warmup(trainer, 20)
 
     cap_ms = 1000 * hp.max_wallclock_seconds
-    step = start_step
+    step, last_step_start_ms = start_step, train_time_ms
     while True:
         last_step = step >= hp.iterations or (cap_ms > 0 and train_time_ms >= cap_ms)
         if denv.distributed:  # every rank must agree to stop on the same step
@@ -4362,6 +4368,7 @@ def main() -> int:
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
+        last_step_start_ms = train_time_ms
         train_loss = trainer.step(step, train_time_ms)
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -4380,7 +4387,7 @@ def main() -> int:
         if hp.stop_at_step and step == hp.stop_at_step:
             log(f"stopped_at_step:{step} (STOP_AT_STEP: simulated interruption)")
             return 0
-    log(f"train_steps:{step} train_time_ms:{train_time_ms:.0f}")
+    log(f"train_steps:{step} train_time_ms:{train_time_ms:.0f} last_step_start_ms:{last_step_start_ms:.0f}")
     if trainer.swa is not None and trainer.swa.count > 0:
         trainer.swa.copy_to(model)
         log(f"weights:swa snapshots:{trainer.swa.count}")
