@@ -24,3 +24,14 @@ def sp1024_model(shared_data) -> Path:
 @pytest.fixture(scope="session")
 def mini_data(shared_data) -> Path:
     return shared_data / "fineweb10B_sp1024_mini"
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Many tiny ops (GPTQ column loops, toy models): one thread is faster than two, and far faster
+    on a shared, loaded machine. Modules opt in with `pytestmark = pytest.mark.usefixtures(...)`."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -14,13 +14,7 @@ from lila_golf.artifact import (ARTIFACT_CODECS, ArtifactError, load_artifact, q
 TOK = hashlib.sha256(b"tokenizer").hexdigest()
 CONFIG = {"num_layers": 1, "model_dim": 64, "vocab_size": 300}
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """GPTQ's column loop is many small ops: on a shared 2-core box, threads only add contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 

@@ -10,13 +10,7 @@ from lila_golf.quant import (collect_hessians, default_plan, dequantize_tensor, 
                              parse_scheme, quantize_int8_rows, quantize_lite_rows, quantize_tensor,
                              row_entropy_bits, symbol_entropy_bits)
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """GPTQ's column loop is many small ops: on a shared 2-core box, threads only add contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 

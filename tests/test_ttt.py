@@ -20,13 +20,7 @@ V, SEQ_LEN, STRIDE = 256, 32, 16
 TESTS_DIR = Path(__file__).resolve().parent
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls: one thread is faster, and far faster on a shared, loaded machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_model(seed=0) -> GPT:
