@@ -1,0 +1,78 @@
+"""Lattice vector quantisation of weight matrices: the E8 lattice against per-coordinate rounding.
+
+Each row w of a matrix (cols a multiple of 8) is divided by s = step * rms(w) (fp16, one per row) and
+cut into 8-dim blocks; each block goes to the nearest point of a lattice of covolume 1:
+
+    "z8": Z^8, every coordinate rounded (scalar quantisation)   normalised second moment 1/12 = 0.0833
+    "e8": D8 u (D8 + 1/2), lattice.e8_lattice_nearest           normalised second moment      0.0717
+
+Equal covolume means equal point density, so at one step both cost about the same bits at high rate
+while E8's squared error is 14% lower (0.65 dB, ~0.11 bit a weight at equal error). Whether that
+survives at ~4-5 bits a weight, after an entropy coder, in a trained model, is what
+benchmarks/lattice_vq.py measures.
+
+Symbols (what the entropy coder sees), exact and invertible:
+    z8: the rounded integers, (R, C).
+    e8: x = y + c/2 with c in {0, 1} (the coset, one bit a block) and y in D8 (integers, even sum).
+        Stored: y_1..y_7 and (y_8 - p) / 2 where p = (y_1 + ... + y_7) mod 2 fixes y_8's parity, so
+        the even-sum constraint costs nothing; plus c, (R, C / 8).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .lattice import e8_lattice_nearest
+
+VQ_LATTICES = ("z8", "e8")
+
+
+def _vq_row_scale(w: torch.Tensor, step: float) -> torch.Tensor:
+    rms = w.float().pow(2).mean(dim=1).sqrt()
+    return (step * rms).clamp_min(6.2e-5).half()  # (R,) as stored
+
+
+def e8_pack(points: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """E8 lattice points (..., 8) -> (ints (..., 8) int64, cosets (...) uint8), see module doc."""
+    coset = (points[..., 0] - torch.floor(points[..., 0])).ne(0)               # (...) half-integer block
+    y = (points - 0.5 * coset[..., None].to(points.dtype)).round().long()      # (..., 8) in D8
+    if bool(((y.sum(dim=-1) % 2) != 0).any()):
+        raise ValueError("e8_pack: input is not on the E8 lattice (a block has an odd sum)")
+    parity = y[..., :7].sum(dim=-1) % 2
+    last = (y[..., 7] - parity) // 2
+    ints = torch.cat([y[..., :7], last[..., None]], dim=-1)
+    return ints.numpy(), coset.to(torch.uint8).numpy()
+
+
+def e8_unpack(ints: np.ndarray, cosets: np.ndarray) -> torch.Tensor:
+    """Inverse of e8_pack: (..., 8) ints and (...) cosets -> float64 E8 points (..., 8)."""
+    ints = torch.as_tensor(np.asarray(ints, dtype=np.int64))
+    parity = ints[..., :7].sum(dim=-1) % 2
+    y = torch.cat([ints[..., :7], (2 * ints[..., 7] + parity)[..., None]], dim=-1).double()
+    return y + 0.5 * torch.as_tensor(np.asarray(cosets, dtype=np.int64))[..., None].double()
+
+
+def vq_quantize(w: torch.Tensor, lattice: str, step: float) -> dict:
+    """(R, C) float matrix -> {"symbols": [int arrays], "scale": fp16 (R,)}; C must be a multiple of 8."""
+    if lattice not in VQ_LATTICES:
+        raise ValueError(f"lattice {lattice!r} is not one of {VQ_LATTICES}")
+    if w.ndim != 2 or w.shape[1] % 8:
+        raise ValueError(f"vq_quantize needs a 2-D matrix with cols a multiple of 8, got {tuple(w.shape)}")
+    scale = _vq_row_scale(w, step)
+    x = w.double() / scale.double()[:, None]                                   # (R, C) in lattice units
+    if lattice == "z8":
+        return {"symbols": [x.round().long().numpy()], "scale": scale}
+    blocks = e8_lattice_nearest(x.reshape(w.shape[0], -1, 8))                   # (R, C/8, 8)
+    ints, cosets = e8_pack(blocks)
+    return {"symbols": [ints.reshape(w.shape[0], -1), cosets], "scale": scale}
+
+
+def vq_dequantize(q: dict, lattice: str) -> torch.Tensor:
+    """Inverse map of vq_quantize (up to the quantisation error): float32 (R, C)."""
+    scale = q["scale"].double()[:, None]
+    if lattice == "z8":
+        return (torch.as_tensor(q["symbols"][0]).double() * scale).float()
+    ints, cosets = q["symbols"]
+    rows = ints.shape[0]
+    points = e8_unpack(ints.reshape(rows, -1, 8), cosets)                      # (R, C/8, 8)
+    return (points.reshape(rows, -1) * scale).float()
