@@ -25,16 +25,14 @@ from geometry_ablation import VARIANTS  # noqa: E402
 from lila_golf.config import Hyperparameters  # noqa: E402
 from lila_golf.model import GPT, GPTConfig  # noqa: E402
 from lila_golf.optim import build_optimizers  # noqa: E402
+from lila_golf.train import optimizer_kwargs  # noqa: E402
 
 
 def build(variant: str, seed: int) -> tuple[GPT, list, Hyperparameters]:
     hp = Hyperparameters.from_env({"PRESET": "cpu_track", **ROWS["stack"], **VARIANTS[variant]})
     torch.manual_seed(seed)
     model = GPT(GPTConfig.from_hparams(hp))
-    opts = build_optimizers(model, matrix_lr=hp.matrix_lr, embed_lr=hp.embed_lr, scalar_lr=hp.scalar_lr,
-                            muon_momentum=hp.muon_momentum, muon_backend_steps=hp.muon_backend_steps,
-                            muon_weight_decay=hp.muon_weight_decay, adam_weight_decay=hp.adam_weight_decay,
-                            beta1=hp.beta1, beta2=hp.beta2, adam_eps=hp.adam_eps, fused=False)
+    opts = build_optimizers(model, **optimizer_kwargs(hp, torch.device("cpu")))
     return model, opts, hp
 
 
@@ -55,14 +53,17 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=5, help="optimiser steps a variant per round")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps a variant first")
     args = p.parse_args()
+    if args.rounds < 1 or args.steps < 1 or args.warmup < 0:
+        p.error("--rounds and --steps must be >= 1, --warmup >= 0")
     runs = {v: build(v, seed=1) for v in args.variants}
     hp = runs[args.variants[0]][2]
     # one batch of the stack's shape (8,192 tokens: 32 x 256); token values do not change the cost
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, hp.vocab_size, (hp.train_batch_tokens // hp.train_seq_len, hp.train_seq_len + 1), generator=g)
     x, y = tokens[:, :-1], tokens[:, 1:]
-    for model, opts, _ in runs.values():
-        train_steps(model, opts, x, y, args.warmup)
+    if args.warmup:
+        for model, opts, _ in runs.values():
+            train_steps(model, opts, x, y, args.warmup)
     times: dict[str, list[float]] = {v: [] for v in args.variants}
     for r in range(args.rounds):
         order = args.variants if r % 2 == 0 else args.variants[::-1]  # alternate who goes first
