@@ -5,8 +5,8 @@
 The wall-clock ablation (geometry_ablation.py) reads cost from train_time / steps of runs made
 minutes apart, so machine drift shows up as cost. Here every round times --steps optimiser steps
 (forward + backward + Muon/Adam step on the CPU-track stack's batch of 8,192 tokens) of each variant
-in turn, in one process, so drift hits all variants alike; the figure is the median over rounds of
-ms a step, and each variant's ratio to the first variant's median of per-round ratios.
+in turn, in one process, so drift hits all variants alike. Printed: the median over rounds of ms a
+step, and the median over rounds of the ratio to the first variant's time in the same round.
 """
 from __future__ import annotations
 
@@ -23,16 +23,17 @@ from cpu_track import ROWS  # noqa: E402
 from geometry_ablation import VARIANTS  # noqa: E402
 
 from lila_golf.config import Hyperparameters  # noqa: E402
-from lila_golf.model import GPT, GPTConfig  # noqa: E402
+from lila_golf.model import GPT  # noqa: E402
 from lila_golf.optim import build_optimizers  # noqa: E402
-from lila_golf.train import optimizer_kwargs  # noqa: E402
+from lila_golf.train import build_model, optimizer_kwargs  # noqa: E402
 
 
 def build(variant: str, seed: int) -> tuple[GPT, list, Hyperparameters]:
     hp = Hyperparameters.from_env({"PRESET": "cpu_track", **ROWS["stack"], **VARIANTS[variant]})
+    cpu = torch.device("cpu")
     torch.manual_seed(seed)
-    model = GPT(GPTConfig.from_hparams(hp))
-    opts = build_optimizers(model, **optimizer_kwargs(hp, torch.device("cpu")))
+    model = build_model(hp, cpu)
+    opts = build_optimizers(model, **optimizer_kwargs(hp, cpu))
     return model, opts, hp
 
 
