@@ -16,7 +16,8 @@ import statistics
 import time
 from pathlib import Path
 
-from lila_golf.demo import launch_run, parse_log
+from lila_golf.tools.demo import launch_run
+from lila_golf.tools.records import parse_run_log
 
 REPO = Path(__file__).resolve().parents[1]
 MINI = REPO.parent / "shared" / "data" / "fineweb10B_sp1024_mini"
@@ -47,15 +48,13 @@ def run_row(row: str, seed: int, seconds: float, out: Path, extra: dict[str, str
            "MAX_WALLCLOCK_SECONDS": str(seconds), "SAVE_FLOAT_WEIGHTS": "1", **ROWS[row], **extra}
     t0 = time.time()
     status = launch_run(run_dir, env)
-    values = parse_log(run_dir / "train.log")
-    key = next(k for k in values if k.endswith("_roundtrip.val_bpb"))
-    steps, train_ms = int(values["train_steps"]), float(values["train_time_ms"])
-    tokens_per_step = int(env.get("TRAIN_BATCH_TOKENS", values.get("config.train_batch_tokens", 0)))
-    return dict(row=row + tag, seed=seed, status=status, val_bpb=float(values[key]),
-                val_loss=float(values[key.replace("val_bpb", "val_loss")]), steps=steps,
-                train_time_ms=train_ms, tokens_per_s=steps * tokens_per_step / (train_ms / 1000),
-                bytes_total=int(values["bytes_total"]), float_val_bpb=float(values["final_float.val_bpb"]),
-                params=int(values["model_params"]), wall_s=time.time() - t0,
+    run = parse_run_log(run_dir / "train.log")
+    tokens_per_step = int(env.get("TRAIN_BATCH_TOKENS", run.config.get("train_batch_tokens", 0)))
+    return dict(row=row + tag, seed=seed, status=status, val_bpb=float(run.val_bpb),
+                val_loss=float(run.val_loss), steps=run.steps, train_time_ms=run.train_time_ms,
+                tokens_per_s=run.steps * tokens_per_step / (run.train_time_ms / 1000),
+                bytes_total=run.bytes_total, float_val_bpb=float(run.float_val_bpb),
+                params=run.model_params, wall_s=time.time() - t0,
                 load_avg_1m=os.getloadavg()[0], run_dir=str(run_dir), overrides={**ROWS[row], **extra})
 
 

@@ -5,8 +5,8 @@ the project's int6_lite, at equal coded bytes, on a CPU-track-trained model.
 
 Quantised: every attention and MLP matrix of the blocks (the tensors int6 covers in a record);
 embeddings and control tensors stay float, identical in every row of the table. Bytes are real
-coded bytes of those matrices: our rANS coder (lila_golf/codec.py) on the symbols (E8: the first 7
-packed coordinates, the halved 8th and the coset bits as three streams, see lila_golf/latticevq.py)
+coded bytes of those matrices: our rANS coder (lila_golf/core/codec.py) on the symbols (E8: the first 7
+packed coordinates, the halved 8th and the coset bits as three streams, see lila_golf/research/latticevq.py)
 plus 2 bytes of fp16 scale a row. val_bpb: the model with the dequantised matrices, every target of
 the val head, exact bytes. "at equal bytes": the Z^8 curve interpolated at the E8 point's bits
 (val_bpb linear in bits, MSE log-linear in bits).
@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lila_golf.codec import rans_encode
-from lila_golf.data import build_byte_tables, load_tokenizer
-from lila_golf.latticevq import vq_dequantize, vq_quantize
-from lila_golf.model import GPT, GPTConfig
-from lila_golf.quant import quantize_lite_rows
-from lila_golf.train import load_validation
+from lila_golf.core.codec import rans_encode
+from lila_golf.core.data import build_byte_tables, load_tokenizer
+from lila_golf.research.latticevq import vq_dequantize, vq_quantize
+from lila_golf.core.model import GPT, GPTConfig
+from lila_golf.core.quant import quantize_lite_rows
+from lila_golf.core.train import load_validation
 
 from quant_codecs import load_run, score
 

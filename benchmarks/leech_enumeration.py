@@ -17,8 +17,8 @@ import time
 import numpy as np
 import torch
 
-from lila_golf.lattice import (leech_basis, leech_max_cosine, leech_max_cosine_bruteforce,
-                               leech_min_vectors, leech_resonance_loss, lll_reduce, short_vectors)
+from lila_golf.core.lattice import leech_basis, leech_max_cosine, leech_resonance_loss, lll_reduce
+from lila_golf.research.leech import leech_max_cosine_bruteforce, leech_min_vectors, short_vectors
 
 
 def timed(fn, repeats: int = 1) -> tuple:

@@ -19,8 +19,8 @@ import time
 
 import numpy as np
 
-from lila_golf.data import bits_per_byte, build_byte_tables, load_tokenizer, read_shard, target_bytes
-from lila_golf.scoring import NgramScorer
+from lila_golf.core.data import bits_per_byte, build_byte_tables, load_tokenizer, read_shard, target_bytes
+from lila_golf.core.scoring import NgramScorer
 
 VAL_TOKENS = 62_021_846
 EVAL_BUDGET_S = 600.0

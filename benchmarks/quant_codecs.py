@@ -18,14 +18,14 @@ from pathlib import Path
 
 import torch
 
-from lila_golf.artifact import load_artifact, read_artifact_header, save_artifact
-from lila_golf.checkpoint import load_checkpoint
-from lila_golf.config import Hyperparameters
-from lila_golf.data import DistributedTokenLoader, build_byte_tables, load_tokenizer, tokenizer_sha256
-from lila_golf.evaluate import eval_val_plain
-from lila_golf.model import GPT, GPTConfig
-from lila_golf.quant import collect_hessians
-from lila_golf.train import load_validation
+from lila_golf.core.artifact import load_artifact, read_artifact_header, save_artifact
+from lila_golf.core.checkpoint import load_checkpoint
+from lila_golf.core.config import Hyperparameters
+from lila_golf.core.data import DistributedTokenLoader, shard_file, build_byte_tables, load_tokenizer, tokenizer_sha256
+from lila_golf.core.evaluate import eval_val_plain
+from lila_golf.core.model import GPT, GPTConfig
+from lila_golf.core.quant import collect_hessians
+from lila_golf.core.train import load_validation
 
 LIMIT = 16_000_000
 SETTINGS = [("int8", "zlib"), ("int6_lite", "lzma"), ("int6_gptq", "lzma"), ("int6_gptq", "zstd"),
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     float_res = score(model, val, hp)
     num_params = sum(t.numel() for t in state.values())
     print(f"float val_bpb:{float_res['val_bpb']:.6f} params:{num_params} load_avg:{os.getloadavg()[0]:.2f}")
-    loader = DistributedTokenLoader(os.path.join(hp.data_path, "fineweb_train_*.bin"), 0, 1, hp.vocab_size)
+    loader = DistributedTokenLoader(shard_file(hp.data_path, "train"), 0, 1, hp.vocab_size)
     t0 = time.perf_counter()
     batches = [loader.next_batch(hp.train_batch_tokens, hp.train_seq_len, 1)[0] for _ in range(args.calib_batches)]
     hessians = collect_hessians(model, batches)

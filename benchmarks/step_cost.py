@@ -22,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpu_track import ROWS  # noqa: E402
 from geometry_ablation import VARIANTS  # noqa: E402
 
-from lila_golf.config import Hyperparameters  # noqa: E402
-from lila_golf.model import GPT  # noqa: E402
-from lila_golf.optim import build_optimizers  # noqa: E402
-from lila_golf.train import build_model, optimizer_kwargs  # noqa: E402
+from lila_golf.core.config import Hyperparameters  # noqa: E402
+from lila_golf.core.model import GPT  # noqa: E402
+from lila_golf.core.optim import build_optimizers  # noqa: E402
+from lila_golf.core.train import build_model, optimizer_kwargs  # noqa: E402
 
 
 def build(variant: str, seed: int) -> tuple[GPT, list, Hyperparameters]:

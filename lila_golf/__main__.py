@@ -17,14 +17,14 @@ import sys
 
 # command module -> its parser-registering function; modules are imported only when building the parser
 COMMANDS = [
-    ("lila_golf.demo", "add_demo_parser"),
-    ("lila_golf.demo", "add_train_parser"),
-    ("lila_golf.bundle", "add_bundle_parser"),
-    ("lila_golf.datacmd", "add_data_parser"),
-    ("lila_golf.evalcmd", "add_eval_parser"),  # before audit: registers the model scorers
-    ("lila_golf.audit", "add_audit_parser"),
-    ("lila_golf.records", "add_records_parsers"),
-    ("lila_golf.generate", "add_generate_parser"),
+    ("lila_golf.tools.demo", "add_demo_parser"),
+    ("lila_golf.tools.demo", "add_train_parser"),
+    ("lila_golf.tools.bundle", "add_bundle_parser"),
+    ("lila_golf.tools.datacmd", "add_data_parser"),
+    ("lila_golf.tools.evalcmd", "add_eval_parser"),  # before audit: registers the model scorers
+    ("lila_golf.tools.audit", "add_audit_parser"),
+    ("lila_golf.tools.records", "add_records_parsers"),
+    ("lila_golf.tools.generate", "add_generate_parser"),
 ]
 
 

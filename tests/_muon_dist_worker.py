@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-import lila_golf.optim as optim
+import lila_golf.core.optim as optim
 
 # Odd count and mixed tall/wide/square shapes, so the round-robin split is uneven across 2 ranks.
 SHAPES = [(48, 96), (96, 48), (64, 64), (32, 160), (80, 40)]

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import lila_golf.artifact as artifact_mod
-from lila_golf.artifact import (ARTIFACT_CODECS, ArtifactError, load_artifact, quantized_state,
+import lila_golf.core.artifact as artifact_mod
+from lila_golf.core.artifact import (ARTIFACT_CODECS, ArtifactError, load_artifact, quantized_state,
                                 read_artifact_header, save_artifact)
 
 TOK = hashlib.sha256(b"tokenizer").hexdigest()

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from lila_golf.audit import main, run_audit
-from lila_golf.data import read_shard
-from lila_golf.scoring import NgramScorer
+from lila_golf.tools.audit import main, run_audit
+from lila_golf.core.data import read_shard
+from lila_golf.core.scoring import NgramScorer
 
 V = 1024
 

@@ -4,8 +4,8 @@ import time
 import numpy as np
 import pytest
 
-from lila_golf.codec import CODEC_NAMES, CodecError, compress, decompress, rans_decode, rans_encode
-from lila_golf.quant import symbol_entropy_bits
+from lila_golf.core.codec import CODEC_NAMES, CodecError, compress, decompress, rans_decode, rans_encode
+from lila_golf.core.quant import symbol_entropy_bits
 
 
 def _laplace_rows(rows, cols, seed=0, qmax=31):

@@ -1,4 +1,4 @@
-"""Shards, the distributed token stream, and exact byte accounting (lila_golf/data.py)."""
+"""Shards, the distributed token stream, and exact byte accounting (lila_golf/core/data.py)."""
 import hashlib
 import io
 import json
@@ -10,7 +10,7 @@ import pytest
 import sentencepiece as spm
 import torch
 
-from lila_golf.data import (SHARD_MAGIC, SHARD_VERSION, ByteTables, DistributedTokenLoader, ShardError,
+from lila_golf.core.data import (SHARD_MAGIC, SHARD_VERSION, ByteTables, DistributedTokenLoader, ShardError,
                             TokenizerError, bits_per_byte, build_byte_tables, check_tokenizer_exact,
                             load_tokenizer, load_val_tokens, read_shard, shard_paths, target_bytes,
                             target_bytes_torch, tokenizer_sha256, write_shard)

@@ -1,4 +1,5 @@
-"""`data` commands: tokenize, train-tokenizer, stats, fetch, and the embedded corpus (lila_golf/datacmd.py)."""
+"""`data` commands: tokenize, train-tokenizer, stats, fetch (lila_golf/tools/datacmd.py, datafetch.py) and
+the embedded corpus with resolve_data (corpus.py)."""
 import gzip
 import json
 import os
@@ -12,8 +13,8 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from lila_golf import datacmd
-from lila_golf.data import load_tokenizer, read_shard, write_shard
+from lila_golf.tools import corpus, datacmd
+from lila_golf.core.data import load_tokenizer, read_shard, write_shard
 
 
 def _run(capsys, *argv):
@@ -48,7 +49,7 @@ def tiny_sp(tmp_path_factory):
     """A small tokenizer trained with the challenge's settings on CPython's pydoc topics."""
     from pydoc_data.topics import topics
     texts = [p for k in sorted(topics)[:30] for p in topics[k].split("\n\n")]
-    proto = datacmd.train_tokenizer_proto(datacmd._training_sentences(texts, None), vocab_size=400)
+    proto = datacmd.train_tokenizer_proto(datacmd.training_sentences(texts, None), vocab_size=400)
     path = tmp_path_factory.mktemp("tok") / "tiny.model"
     path.write_bytes(proto)
     return path, spm.SentencePieceProcessor(model_file=str(path))
@@ -247,7 +248,7 @@ def test_fetch_offline_fails_fast_with_advice(tmp_path, capsys, monkeypatch):
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory):
     out = tmp_path_factory.mktemp("cache") / "embedded_corpus"
-    return out, datacmd.build_embedded_corpus(out)
+    return out, corpus.build_embedded_corpus(out)
 
 
 def test_embedded_corpus_builds_valid_shards_and_tokenizer(embedded):
@@ -268,9 +269,9 @@ def test_embedded_corpus_is_cached_and_rebuilt_when_damaged(embedded):
     val = Path(data_dir) / "fineweb_val_000000.bin"
     before = val.read_bytes()
     mtime = val.stat().st_mtime_ns
-    assert datacmd.build_embedded_corpus(out) == (data_dir, model) and val.stat().st_mtime_ns == mtime
+    assert corpus.build_embedded_corpus(out) == (data_dir, model) and val.stat().st_mtime_ns == mtime
     write_shard(val, [1, 2, 3])
-    datacmd.build_embedded_corpus(out)
+    corpus.build_embedded_corpus(out)
     assert val.read_bytes() == before  # deterministic rebuild
 
 
@@ -278,14 +279,14 @@ def test_resolve_data_order(tmp_path, monkeypatch, embedded, mini_data, sp1024_m
     out, (emb_dir, emb_model) = embedded
     monkeypatch.chdir(tmp_path)
     # nothing here: the embedded corpus (from the cache dir), labelled not FineWeb
-    assert datacmd.resolve_data(cache_dir=out.parent) == (emb_dir, emb_model, False)
+    assert corpus.resolve_data(cache_dir=out.parent) == (emb_dir, emb_model, False)
     # explicit paths win; an embedded data dir names its own tokenizer
-    assert datacmd.resolve_data(emb_dir) == (emb_dir, emb_model, False)
-    assert datacmd.resolve_data(str(mini_data), str(sp1024_model)) == (str(mini_data), str(sp1024_model), True)
+    assert corpus.resolve_data(emb_dir) == (emb_dir, emb_model, False)
+    assert corpus.resolve_data(str(mini_data), str(sp1024_model)) == (str(mini_data), str(sp1024_model), True)
     with pytest.raises(ValueError, match="cannot tell which tokenizer"):
-        datacmd.resolve_data(str(mini_data))
+        corpus.resolve_data(str(mini_data))
     with pytest.raises(ValueError, match="without a data path"):
-        datacmd.resolve_data(tokenizer_path=str(sp1024_model))
+        corpus.resolve_data(tokenizer_path=str(sp1024_model))
     # the challenge layout in the working directory
     shards = tmp_path / "data" / "datasets" / "fineweb10B_sp1024"
     shards.mkdir(parents=True)
@@ -293,8 +294,8 @@ def test_resolve_data_order(tmp_path, monkeypatch, embedded, mini_data, sp1024_m
     os.symlink(mini_data / "fineweb_val_000000.bin", shards / "fineweb_val_000000.bin")
     os.symlink(sp1024_model, tmp_path / "data" / "tokenizers" / "fineweb_1024_bpe.model")
     model = str(tmp_path / "data" / "tokenizers" / "fineweb_1024_bpe.model")
-    assert datacmd.resolve_data(cache_dir=out.parent) == (str(shards), model, True)
-    assert datacmd.resolve_data(str(shards / "fineweb_val_*.bin")) == (str(shards), model, True)
+    assert corpus.resolve_data(cache_dir=out.parent) == (str(shards), model, True)
+    assert corpus.resolve_data(str(shards / "fineweb_val_*.bin")) == (str(shards), model, True)
 
 
 # ----------------------------------------------------------------------------- help

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from lila_golf import audit
-from lila_golf.artifact import save_artifact
-from lila_golf.data import build_byte_tables, load_tokenizer, read_shard, target_bytes, tokenizer_sha256, write_shard
-from lila_golf.evalcmd import EVAL_SCORERS, build_scorer_factory, evaluate_tokens, main
-from lila_golf.evaluate import eval_val_plain
-from lila_golf.generate import load_model
-from lila_golf.model import GPT, GPTConfig
+from lila_golf.tools import audit
+from lila_golf.core.artifact import save_artifact
+from lila_golf.core.data import build_byte_tables, load_tokenizer, read_shard, target_bytes, tokenizer_sha256, write_shard
+from lila_golf.tools.evalcmd import EVAL_SCORERS, build_scorer_factory, evaluate_tokens, main
+from lila_golf.core.evaluate import eval_val_plain
+from lila_golf.tools.generate import load_model
+from lila_golf.core.model import GPT, GPTConfig
 
 TINY = dict(vocab_size=1024, num_layers=1, model_dim=32, num_heads=2, num_kv_heads=1, mlp_mult=2)
 SEQ_LEN = 32

@@ -5,13 +5,13 @@ import json
 import pytest
 import torch
 
-from lila_golf.artifact import ArtifactError, save_artifact
-from lila_golf.data import tokenizer_sha256
-from lila_golf.generate import (E8Resonator, GenerateError, add_generate_parser, apply_repetition_penalty,
+from lila_golf.core.artifact import ArtifactError, save_artifact
+from lila_golf.core.data import tokenizer_sha256
+from lila_golf.tools.generate import (E8Resonator, GenerateError, add_generate_parser, apply_repetition_penalty,
                                 generate_tokens, load_model, next_token_logits, run_generate, sample_next,
                                 token_roots)
-from lila_golf.lattice import e8_roots
-from lila_golf.model import GPT, GPTConfig
+from lila_golf.core.lattice import e8_roots
+from lila_golf.core.model import GPT, GPTConfig
 
 TINY = dict(vocab_size=1024, num_layers=1, model_dim=32, num_heads=2, num_kv_heads=1, mlp_mult=2)
 

@@ -5,12 +5,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lila_golf.config import Hyperparameters
-from lila_golf.geometry import (E8_BIAS_INIT, E8Adapter, E8AttentionBias, e8_quantize, e8_roots_tensor,
+from lila_golf.core.config import Hyperparameters
+from lila_golf.core.geometry import (E8_BIAS_INIT, E8Adapter, E8AttentionBias, e8_quantize, e8_roots_tensor,
                                 leech_block_apply, leech_reduced_basis, validate_geometry)
-from lila_golf.lattice import e8_nearest_root, e8_roots, leech_basis
-from lila_golf.model import GPT, GPTConfig, count_params
-from lila_golf.optim import build_optimizers
+from lila_golf.core.lattice import e8_nearest_root, e8_roots, leech_basis
+from lila_golf.core.model import GPT, GPTConfig, count_params
+from lila_golf.core.optim import build_optimizers
 
 BASE = dict(vocab_size=64, num_layers=2, model_dim=48, num_heads=2, num_kv_heads=1, mlp_mult=2)
 

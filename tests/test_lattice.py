@@ -1,4 +1,4 @@
-"""Tests for lila_golf.lattice: the E8, Golay and Leech facts of ../shared/reference/lila.md, proved
+"""Tests for lila_golf.core.lattice: the E8, Golay and Leech facts of ../shared/reference/lila.md, proved
 with exact integer arithmetic where they are claimed exactly, and the fast searches against brute force.
 
     .venv/bin/python -m pytest tests/test_lattice.py -q
@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from lila_golf.lattice import (condition_number, e8_lattice_nearest, e8_nearest_root, e8_roots,
-                               golay_codewords, golay_generator, golay_octads, hermite_normal_form,
-                               leech_basis, leech_max_cosine, leech_max_cosine_bruteforce,
-                               leech_min_vectors, leech_nearest_min_vector, leech_resonance_loss,
-                               lll_reduce, short_vectors, spectral_resonance, stable_rank,
-                               weight_telemetry)
+from lila_golf.core.lattice import (e8_nearest_root, e8_roots, golay_codewords, golay_generator, golay_octads,
+                                    hermite_normal_form, leech_basis, leech_max_cosine, leech_nearest_min_vector,
+                                    leech_resonance_loss, lll_reduce)
+from lila_golf.core.telemetry import condition_number, spectral_resonance, stable_rank, weight_telemetry
+from lila_golf.research.latticevq import e8_lattice_nearest
+from lila_golf.research.leech import leech_max_cosine_bruteforce, leech_min_vectors, short_vectors
 
 
 # --------------------------------------------------------------------------------------------------

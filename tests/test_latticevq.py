@@ -1,11 +1,11 @@
-"""Lattice vector quantisation of weights (lila_golf/latticevq.py): exact symbol packing and the E8
+"""Lattice vector quantisation of weights (lila_golf/research/latticevq.py): exact symbol packing and the E8
 granular gain over per-coordinate rounding."""
 import numpy as np
 import pytest
 import torch
 
-from lila_golf.lattice import e8_lattice_nearest
-from lila_golf.latticevq import e8_pack, e8_unpack, vq_dequantize, vq_quantize
+from lila_golf.research.latticevq import e8_lattice_nearest
+from lila_golf.research.latticevq import e8_pack, e8_unpack, vq_dequantize, vq_quantize
 
 
 def _column_entropy_bits(a: np.ndarray) -> float:

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from lila_golf.model import GPT, GPTConfig, count_params, exclusive_self_attention, layer_schedule
+from lila_golf.core.model import GPT, GPTConfig, count_params, exclusive_self_attention, layer_schedule
 
 ALL_ON = dict(vocab_size=64, num_layers=4, model_dim=32, num_heads=4, num_kv_heads=2, mlp_mult=2,
               activation="leaky_relu2", rope_dims=4, unet_skips=True, smear_gate=True,

@@ -4,7 +4,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from lila_golf.ngram import BackoffNgram, NgramHashTable
+from lila_golf.core.ngram import BackoffNgram, NgramHashTable
 
 
 class DictNgram:

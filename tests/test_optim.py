@@ -1,4 +1,4 @@
-"""Tests for lila_golf.optim: Newton-Schulz, Muon (weight decay, distributed), groups, schedules, EMA/SWA."""
+"""Tests for lila_golf.core.optim: Newton-Schulz, Muon (weight decay, distributed), groups, schedules, EMA/SWA."""
 import os
 import socket
 import subprocess
@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from lila_golf.optim import (
+from lila_golf.core.optim import (
     EMA, SWA, Muon, OptimGroupError, build_optimizers, lr_scale, muon_momentum_at,
     split_param_groups, zeropower_newton_schulz,
 )

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from lila_golf.quant import (collect_hessians, default_plan, dequantize_tensor, gptq_quantize,
+from lila_golf.core.quant import (collect_hessians, default_plan, dequantize_tensor, gptq_quantize,
                              parse_scheme, quantize_int8_rows, quantize_lite_rows, quantize_tensor,
                              row_entropy_bits, symbol_entropy_bits)
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from lila_golf.bundle import build_bundle
-from lila_golf.config import Hyperparameters
-from lila_golf.records import (ARTIFACT_LIMIT_BYTES, RecordError, create_record, main, measure_size,
+from lila_golf.tools.bundle import build_bundle
+from lila_golf.core.config import Hyperparameters
+from lila_golf.tools.records import (ARTIFACT_LIMIT_BYTES, RecordError, create_record, main, measure_size,
                                parse_run_log, welch_improvement_test)
 
 SEEDS = (1, 2, 3)
@@ -154,7 +154,7 @@ def test_record_refuses_code_that_did_not_run(seed_runs, tmp_path, capsys):
 def test_train_time_limit_allows_only_the_step_that_began_in_time():
     """Both trainers check the clock between steps: the last step may end past 600 s, if it began
     before (the official baseline logs 600,038 ms)."""
-    from lila_golf.records import SeedRun, train_time_within
+    from lila_golf.tools.records import SeedRun, train_time_within
     run = lambda ms, steps: SeedRun(Path("x.log"), "lila", train_time_ms=ms, steps=steps)
     assert train_time_within(run(600_000, 500), 600)
     assert train_time_within(run(600_900, 500), 600)  # mean step 1,201.8 ms: began at ~599.7 s

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from lila_golf.bundle import REPO_ROOT
+from lila_golf.tools.bundle import REPO_ROOT
 from reference.make_reference import REFERENCE, REFERENCE_RUNS, run_reference
 
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lila_golf.scoring import (MixtureScorer, ModelScorer, NgramScorer, entropy_mixing_weight, eval_sliding,
+from lila_golf.core.scoring import (MixtureScorer, ModelScorer, NgramScorer, entropy_mixing_weight, eval_sliding,
                                run_scorer, sliding_plan)
 
 V = 48

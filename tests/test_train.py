@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lila_golf.bundle import build_bundle
-from lila_golf.config import PRESETS, Hyperparameters
+from lila_golf.tools.bundle import build_bundle
+from lila_golf.core.config import PRESETS, Hyperparameters
 
 STEP_LOSS = re.compile(r"^step:(\d+)/\d+ train_loss:([0-9.naif]+)", re.M)
 
@@ -105,12 +105,12 @@ def test_record_preset_builds_steps_and_exports_on_cpu(tmp_path, mini_data, sp10
 def test_complementary_training_weights(mini_data):
     """p_bigram comes from the training shards only; weights 1 - alpha * p stay in (0, 1]."""
     import torch
-    from lila_golf.model import lm_loss
-    from lila_golf.train import bigram_probs
+    from lila_golf.core.model import lm_loss
+    from lila_golf.core.train import bigram_probs
     probs = bigram_probs(str(mini_data / "fineweb_train_*.bin"), 1024, max_tokens=200_000)
     assert torch.allclose(probs.sum(1), torch.ones(1024), atol=1e-5)
     assert probs.max() < 1
-    from lila_golf.data import read_shard
+    from lila_golf.core.data import read_shard
     real = torch.from_numpy(read_shard(str(mini_data / "fineweb_train_000000.bin"))[:33].astype("int64"))
     x, y = real[:-1].view(2, 16), real[1:].view(2, 16)  # real bigrams, some of them predictable
     w = 1 - probs[x, y]  # alpha = 1

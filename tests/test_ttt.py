@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from lila_golf.audit import run_audit
-from lila_golf.model import GPT, GPTConfig
-from lila_golf.scoring import MixtureScorer, ModelScorer, NgramScorer, run_scorer
-from lila_golf.ttt import TTTScorer, apply_lora, remove_lora
+from lila_golf.tools.audit import run_audit
+from lila_golf.core.model import GPT, GPTConfig
+from lila_golf.core.scoring import MixtureScorer, ModelScorer, NgramScorer, run_scorer
+from lila_golf.core.ttt import TTTScorer, apply_lora, remove_lora
 
 V, SEQ_LEN, STRIDE = 256, 32, 16
 TESTS_DIR = Path(__file__).resolve().parent
@@ -186,7 +186,7 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
 
 
 def test_hand_written_adam_matches_torch_adam():
-    from lila_golf.ttt import _ttt_adam_step
+    from lila_golf.core.ttt import _ttt_adam_step
     gen = torch.Generator().manual_seed(0)
     ours = [torch.randn(3, 4, generator=gen), torch.randn(5, generator=gen)]
     theirs = [torch.nn.Parameter(p.clone()) for p in ours]

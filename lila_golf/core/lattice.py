@@ -1,12 +1,11 @@
-"""Lattice geometry done right: E8 roots, the binary Golay code, the Leech lattice, weight telemetry.
-Usage (module lila_golf.lattice):
+"""Lattice maths the geometry switches use: E8 roots, the binary Golay code, the Leech lattice.
+Usage (module lila_golf.core.lattice):
 
     roots = e8_roots()                      # (240, 8) float64, all of norm 2
     cos = leech_max_cosine(blocks)          # (N, 24) -> (N,), exact max over the 196,560 minimal vectors
     loss = leech_resonance_loss(hidden, 0.01)
 
-Conventions (see ../shared/reference/lila.md, Conway & Sloane "Sphere Packings, Lattices and Groups"
-ch. 4): the Leech lattice is built in integer coordinates scaled by sqrt(8) ("integer" arrays below),
+Conventions (Conway & Sloane, "Sphere Packings, Lattices and Groups", ch. 4): the Leech lattice is built in integer coordinates scaled by sqrt(8) ("integer" arrays below),
 and divided by sqrt(8) so the Gram matrix is unimodular ("scaled" arrays). Everything is built lazily
 and cached with functools.lru_cache; cached numpy arrays are read-only.
 """
@@ -51,35 +50,6 @@ def e8_nearest_root(x: torch.Tensor) -> torch.Tensor:
     roots = torch.tensor(e8_roots(), dtype=x.dtype if x.is_floating_point() else torch.float32,
                             device=x.device)
     return (x.to(roots.dtype) @ roots.T).argmax(dim=-1)
-
-
-def _e8_nearest_d8(x: torch.Tensor) -> torch.Tensor:
-    """Nearest point of D8 (integer vectors, even sum) to x (..., 8): round every coordinate, and if
-    the sum is odd re-round the worst-rounded coordinate the other way (Conway & Sloane, ch. 20)."""
-    f = torch.round(x)
-    odd = (f.sum(dim=-1) % 2) != 0                                          # (...,)
-    err = x - f
-    worst = err.abs().argmax(dim=-1, keepdim=True)                          # (..., 1)
-    # move the worst coordinate one step towards x (if err == 0 either way is as good)
-    step = torch.where(err.gather(-1, worst) >= 0, 1.0, -1.0).to(x.dtype)
-    fixed = f.scatter_add(-1, worst, step)
-    return torch.where(odd.unsqueeze(-1), fixed, f)
-
-
-def e8_lattice_nearest(x: torch.Tensor) -> torch.Tensor:
-    """Nearest point of the E8 lattice (norm-2 roots, D8 u D8 + 1/2) to x (..., 8), same shape.
-
-    Conway-Sloane decoder: decode in D8 and in D8 + 1/2 and keep the closer. Used for lattice vector
-    quantisation of weights (scale the weights first; the lattice has minimal norm 2).
-    """
-    if x.shape[-1] != 8:
-        raise ValueError(f"e8_lattice_nearest: last dim must be 8, got shape {tuple(x.shape)}")
-    x = x if x.is_floating_point() else x.float()
-    y0 = _e8_nearest_d8(x)
-    y1 = _e8_nearest_d8(x - 0.5) + 0.5
-    d0 = (x - y0).pow(2).sum(dim=-1, keepdim=True)
-    d1 = (x - y1).pow(2).sum(dim=-1, keepdim=True)
-    return torch.where(d0 <= d1, y0, y1)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -170,7 +140,7 @@ def hermite_normal_form(rows: list) -> list:
 
 
 def _leech_generating_set() -> list:
-    """Integer generators of sqrt(8) * Leech (lila.md): 2 g_k for the Golay rows, 4(e_1 + e_2),
+    """Integer generators of sqrt(8) * Leech (Conway & Sloane ch. 4, sec. 11): 2 g_k for the Golay rows, 4(e_1 + e_2),
     4(e_i - e_{i+1}), and (-3, 1^23)."""
     rows = [[2 * int(v) for v in g] for g in golay_generator()]
     e = np.eye(24, dtype=np.int64)
@@ -202,50 +172,6 @@ def leech_basis(scaled: bool = True) -> np.ndarray:
     out = basis / math.sqrt(8.0)
     out.flags.writeable = False
     return out
-
-
-@functools.lru_cache(maxsize=None)
-def _leech_min_vectors_int() -> np.ndarray:
-    """(196560, 24) int8 minimal vectors of sqrt(8) * Leech, norm 32, in three shapes."""
-    shape_4 = []                                                  # (+-4, +-4, 0^22): 1,104
-    for i in range(24):
-        for j in range(i + 1, 24):
-            for si in (4, -4):
-                for sj in (4, -4):
-                    v = np.zeros(24, dtype=np.int8)
-                    v[i], v[j] = si, sj
-                    shape_4.append(v)
-    # (+-2^8 on an octad, even number of minus signs): 759 * 128 = 97,152
-    masks = np.array([[(m >> k) & 1 for k in range(8)] for m in range(256)], dtype=np.int8)
-    signs = 1 - 2 * masks[masks.sum(axis=1) % 2 == 0]            # (128, 8) of +-1
-    octads = golay_octads()
-    shape_2 = np.zeros((len(octads), 128, 24), dtype=np.int8)
-    shape_2[np.arange(len(octads))[:, None, None], np.arange(128)[None, :, None],
-            octads[:, None, :]] = 2 * signs[None, :, :]
-    # (-+3, +-1^23): s = +1 on a codeword, -1 off it; the 3 sits at j with sign -s_j: 4096 * 24
-    s = 2 * golay_codewords().astype(np.int8) - 1                 # (4096, 24)
-    shape_3 = np.repeat(s[:, None, :], 24, axis=1)                # (4096, 24 positions, 24)
-    diag = np.arange(24)
-    shape_3[:, diag, diag] = -3 * s
-    out = np.concatenate([np.stack(shape_4), shape_2.reshape(-1, 24), shape_3.reshape(-1, 24)])
-    out.flags.writeable = False
-    return out
-
-
-@functools.lru_cache(maxsize=None)
-def _leech_min_vectors_scaled() -> np.ndarray:
-    out = (_leech_min_vectors_int() / math.sqrt(8.0)).astype(np.float32)
-    out.flags.writeable = False
-    return out
-
-
-def leech_min_vectors(scaled: bool = True) -> np.ndarray:
-    """The 196,560 minimal vectors of the Leech lattice, (196560, 24), read-only.
-
-    scaled=True: float32 at the basis scale (norm 4). scaled=False: int8 coordinates of sqrt(8) * Leech
-    (norm 32). Order: 1,104 of shape (+-4^2), 97,152 octad vectors, 98,304 of shape (-+3, +-1^23).
-    """
-    return _leech_min_vectors_scaled() if scaled else _leech_min_vectors_int()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -403,22 +329,6 @@ def leech_max_cosine(blocks: torch.Tensor) -> torch.Tensor:
     return dot / (blocks.norm(dim=-1).clamp_min(1e-12) * 2.0)
 
 
-def leech_max_cosine_bruteforce(blocks: torch.Tensor, chunk: int = 16384) -> torch.Tensor:
-    """Reference: max cosine of each block (..., 24) against all 196,560 minimal vectors by chunked
-    matmul (~3 s per 4,096 blocks on a 2-core CPU)."""
-    if blocks.shape[-1] != 24:
-        raise ValueError(f"leech: last dim must be 24, got shape {tuple(blocks.shape)}")
-    dtype = torch.float64 if blocks.dtype == torch.float64 else torch.float32
-    b = blocks.reshape(-1, 24).to(dtype)
-    b = b / b.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    vecs = torch.tensor(leech_min_vectors(scaled=False), device=b.device).to(dtype)
-    vecs = vecs / math.sqrt(32.0)                                            # unit vectors
-    best = torch.full((b.shape[0],), -2.0, dtype=dtype, device=b.device)
-    for start in range(0, vecs.shape[0], chunk):
-        best = torch.maximum(best, (b @ vecs[start:start + chunk].T).amax(dim=1))
-    return best.reshape(blocks.shape[:-1])
-
-
 def leech_resonance_loss(hidden: torch.Tensor, weight: float, max_blocks: int = 0) -> torch.Tensor:
     """weight * (1 - mean over the 24-dim blocks of the last dim of the max cosine to the Leech
     minimal vectors). hidden (..., D) with D a multiple of 24; returns a scalar.
@@ -467,97 +377,3 @@ def lll_reduce(basis: np.ndarray, delta: float = 0.99) -> np.ndarray:
             mu, bstar = gram_schmidt()
             k = max(k - 1, 1)
     return np.array(b, dtype=np.int64)
-
-
-def short_vectors(gram: np.ndarray, bound: int) -> np.ndarray:
-    """Fincke-Pohst enumeration: all nonzero integer x with x^T gram x <= bound, one of each +-x pair
-    (the last nonzero coordinate is positive). gram is an integer positive definite (n, n) matrix.
-    Returns (K, n) int64. The tree is walked breadth first, one level per step, vectorised over the
-    open nodes; pruning is in float64 with slack and every result is checked exactly at the end.
-    Reduce the basis first (lll_reduce): the tree size depends on it."""
-    g = np.asarray(gram)
-    n = g.shape[0]
-    # x^T g x = sum_i d_i (x_i + sum_{j>i} mu_ji x_j)^2 with g = L diag(d) L^T, L[j, i] = mu_ji
-    chol = np.linalg.cholesky(g.astype(np.float64))
-    d = np.diag(chol) ** 2
-    mu = chol / np.diag(chol)[None, :]
-    slack = 1e-7 * max(1, bound)
-    x = np.zeros((1, n), dtype=np.int64)
-    partial = np.zeros((1, n))             # partial[:, k] = sum_{j > level} mu_jk x_j, the centre is -partial
-    remaining = np.array([bound + slack])
-    zero_above = np.array([True])          # all coordinates above the level are zero
-    for i in range(n - 1, -1, -1):
-        center = -partial[:, i]
-        radius = np.sqrt(np.maximum(remaining, 0.0) / d[i])
-        lo = np.ceil(center - radius - 1e-9).astype(np.int64)
-        hi = np.floor(center + radius + 1e-9).astype(np.int64)
-        lo = np.where(zero_above, np.maximum(lo, 0), lo)   # sign symmetry
-        count = np.maximum(hi - lo + 1, 0)
-        parent = np.repeat(np.arange(len(lo)), count)
-        xi = lo[parent] + np.arange(len(parent)) - np.repeat(np.cumsum(count) - count, count)
-        left = remaining[parent] - d[i] * (xi - center[parent]) ** 2
-        keep = left >= -slack
-        parent, xi = parent[keep], xi[keep]
-        x = x[parent]
-        x[:, i] = xi
-        partial = partial[parent, :i] + xi[:, None] * mu[i, :i][None, :]
-        remaining, zero_above = left[keep], zero_above[parent] & (xi == 0)
-    x = x[~zero_above]                     # drop the zero vector
-    exact = np.einsum("ki,ij,kj->k", x, g.astype(np.int64), x)
-    return x[exact <= bound]
-
-
-# ---------------------------------------------------------------------------------------------------
-# Weight telemetry
-
-def _lattice_spectrum(w: torch.Tensor) -> torch.Tensor:
-    """Singular values of a 2-D weight, descending, float32."""
-    if w.ndim != 2:
-        raise ValueError(f"weight telemetry needs a 2-D weight, got shape {tuple(w.shape)}")
-    return torch.linalg.svdvals(w.detach().float())
-
-
-def _lattice_stable_rank(s: torch.Tensor) -> float:
-    return float((s.pow(2).sum() / s[0].pow(2).clamp_min(1e-30)).item())
-
-
-def _lattice_condition(s: torch.Tensor) -> float:
-    return float("inf") if s[-1] == 0 else float((s[0] / s[-1]).item())
-
-
-def _lattice_resonance(s: torch.Tensor) -> float:
-    return float(torch.sin(137.036 * s).mean().item())
-
-
-def stable_rank(w: torch.Tensor) -> float:
-    """Stable rank sum s_i^2 / s_max^2 of a 2-D weight (1 for rank one, up to min(m, n))."""
-    return _lattice_stable_rank(_lattice_spectrum(w))
-
-
-def condition_number(w: torch.Tensor) -> float:
-    """s_max / s_min of a 2-D weight (inf when singular)."""
-    return _lattice_condition(_lattice_spectrum(w))
-
-
-def spectral_resonance(w: torch.Tensor) -> float:
-    """mean(sin(137.036 * s_i)) over the singular values: LILA's "spectral resonance" figure.
-
-    A descriptive statistic with no known meaning (for singular values of order 1 it behaves like a
-    pseudo-random number in [-1, 1]); logged only so runs can be compared with the seed's logs.
-    """
-    return _lattice_resonance(_lattice_spectrum(w))
-
-
-@torch.no_grad()
-def weight_telemetry(model: torch.nn.Module) -> dict:
-    """Per 2-D parameter: `<name>.stable_rank`, `<name>.condition_number`, `<name>.spectral_resonance`
-    (the last a descriptive statistic with no known meaning). One SVD per weight, see the report
-    figures in benchmarks; run it every few hundred steps."""
-    out = {}
-    for name, p in model.named_parameters():
-        if p.ndim == 2:
-            s = _lattice_spectrum(p)
-            out[f"{name}.stable_rank"] = _lattice_stable_rank(s)
-            out[f"{name}.condition_number"] = _lattice_condition(s)
-            out[f"{name}.spectral_resonance"] = _lattice_resonance(s)
-    return out

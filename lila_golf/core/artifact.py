@@ -20,12 +20,12 @@ Header JSON:
                       (integer symbols q of the quantised tensors of that bit width, int8),
                       "scale" (fp16 per-row scales), "float" (tensors kept as floats or raw).
                       Codec per group: the artifact codec (zlib, lzma, zstd, brotli); with codec
-                      "rans" the sym groups are coded by lila_golf.codec.rans_encode and the
+                      "rans" the sym groups are coded by lila_golf.core.codec.rans_encode and the
                       other groups by lzma.
     tensors           [{name, shape, dtype, scheme, codec, arrays: [{key, dtype, shape, group,
                       offset, nbytes}]}]: dtype is the original torch dtype; each array lies at
                       [offset, offset+nbytes) of its decoded group, numpy dtype string (e.g. "|i1",
-                      "<f2"), C order. Dequantisation is lila_golf.quant.dequantize_tensor.
+                      "<f2"), C order. Dequantisation is lila_golf.core.quant.dequantize_tensor.
     num_params, sym_h0_bits, sym_coded_bytes   size accounting: H0 (zero-order entropy, per
                       sym group, summed) of the integer symbols beside the bytes they were coded in.
 

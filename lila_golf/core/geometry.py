@@ -9,7 +9,7 @@ Switches (Hyperparameters, model group; all off by default, and off means the pl
     E8_TEMPERATURE=0.1          softness of every E8 root assignment (0 = hard nearest root)
     E8_ADAPTER=1                E8Adapter: tied down/up projection through an 8-dim E8 bottleneck
 
-The mathematics (../shared/reference/lila.md says what the LILA seed got wrong):
+The mathematics (Conway & Sloane, "Sphere Packings, Lattices and Groups", ch. 4 and 8):
 
 E8 root assignment of an 8-dim block u: p_r(u) = softmax_r(cos(u, r) / tau) over the 240 roots r
 (cos(u, r) = u.r / (|u| sqrt 2)); tau = 0 is the one-hot nearest root. The soft root of u is

@@ -14,6 +14,18 @@ from dataclasses import dataclass, field, fields
 
 from .geometry import validate_geometry
 
+# Features a record file may leave out (`python -m lila_golf bundle --preset NAME`): the fields that
+# switch each one on, with their off values, and the core modules that implement it. A preset that
+# keeps every field of a feature off gets a file without those modules.
+OPTIONAL_FEATURES: dict[str, tuple[dict[str, object], tuple[str, ...]]] = {
+    "lattice geometry": ({"attn_geometry": "none", "e8_sidebranch": "off", "e8_adapter": False,
+                          "leech_loss_weight": 0.0}, ("geometry", "lattice")),
+    "weight telemetry": ({"telemetry_every": 0}, ("telemetry",)),
+}
+# field -> (off value, feature) for the features this file was generated without; the bundler fills
+# it in a record file, and validate() refuses to switch them on
+LEFT_OUT_FIELDS: dict[str, tuple[object, str]] = {}
+
 PRESETS: dict[str, dict[str, object]] = {
     # a few seconds on 2 CPU cores: used by the test suite
     "test": dict(
@@ -48,6 +60,11 @@ PRESETS: dict[str, dict[str, object]] = {
 }
 
 
+def model_field(default):
+    """A Hyperparameters field of the model's architecture: it goes into GPTConfig and the artifact."""
+    return field(default=default, metadata={"model": True})
+
+
 @dataclass
 class Hyperparameters:
     # --- run and data ---
@@ -57,7 +74,7 @@ class Hyperparameters:
     seed: int = 1337
     data_path: str = "data/datasets/fineweb10B_sp1024"
     tokenizer_path: str = "data/tokenizers/fineweb_1024_bpe.model"
-    vocab_size: int = 1024
+    vocab_size: int = model_field(1024)
     val_max_tokens: int = 0  # 0 = every val token; else only the first N (labelled in the log)
     # --- schedule ---
     iterations: int = 20000
@@ -73,33 +90,33 @@ class Hyperparameters:
     checkpoint_every: int = 0
     resume: bool = False
     stop_at_step: int = 0  # > 0: exit after this step, as if cut off (to test RESUME)
-    # --- model ---
-    num_layers: int = 9
-    model_dim: int = 512
-    num_heads: int = 8
-    num_kv_heads: int = 4
-    mlp_mult: int = 2
-    activation: str = "relu2"  # relu2 | leaky_relu2
-    rope_base: float = 10000.0
-    rope_dims: int = 0  # 0 = rotary on the whole head; else on the first rope_dims dims
-    logit_softcap: float = 30.0
-    tied_embed_init_std: float = 0.005
-    qk_gain_init: float = 1.5
-    unet_skips: bool = True
-    smear_gate: bool = False
-    bigram_hash_buckets: int = 0  # 0 = off
-    bigram_dim: int = 128
-    xsa_last_n: int = 0
-    value_residual: bool = False
-    value_embed_layers: str = ""  # comma-separated layer indices that get value embeddings
-    recur_layers: str = ""  # comma-separated physical layers run a second time (depth recurrence)
-    ln_scale: bool = False
-    attn_geometry: str = "none"  # none | e8 | leech_frozen | leech_metric (lila_golf/geometry.py)
-    e8_sidebranch: str = "off"  # off | st (straight-through) | soft: E8-quantised residual side branch
-    e8_temperature: float = 0.1  # softness of E8 root assignments (0 = hard nearest root)
-    e8_adapter: bool = False  # tied 8-dim E8 bottleneck adapter per block
-    leech_loss_weight: float = 0.0  # lambda of the Leech resonance loss on the final hidden state
-    leech_loss_max_blocks: int = 4096  # 24-dim blocks sampled per step for that loss (0 = all; ~12 CPU-s per 175k)
+    # --- model (model_field: the architecture, GPTConfig and the artifact's model_config) ---
+    num_layers: int = model_field(9)
+    model_dim: int = model_field(512)
+    num_heads: int = model_field(8)
+    num_kv_heads: int = model_field(4)
+    mlp_mult: int = model_field(2)
+    activation: str = model_field("relu2")  # relu2 | leaky_relu2
+    rope_base: float = model_field(10000.0)
+    rope_dims: int = model_field(0)  # 0 = rotary on the whole head; else on the first rope_dims dims
+    logit_softcap: float = model_field(30.0)
+    tied_embed_init_std: float = model_field(0.005)
+    qk_gain_init: float = model_field(1.5)
+    unet_skips: bool = model_field(True)
+    smear_gate: bool = model_field(False)
+    bigram_hash_buckets: int = model_field(0)  # 0 = off
+    bigram_dim: int = model_field(128)
+    xsa_last_n: int = model_field(0)
+    value_residual: bool = model_field(False)
+    value_embed_layers: str = model_field("")  # comma-separated layer indices that get value embeddings
+    recur_layers: str = model_field("")  # comma-separated physical layers run a second time (depth recurrence)
+    ln_scale: bool = model_field(False)
+    attn_geometry: str = model_field("none")  # none | e8 | leech_frozen | leech_metric (lila_golf/core/geometry.py)
+    e8_sidebranch: str = model_field("off")  # off | st (straight-through) | soft: E8-quantised residual side branch
+    e8_temperature: float = model_field(0.1)  # softness of E8 root assignments (0 = hard nearest root)
+    e8_adapter: bool = model_field(False)  # tied 8-dim E8 bottleneck adapter per block
+    leech_loss_weight: float = model_field(0.0)  # lambda of the Leech resonance loss on the final hidden state
+    leech_loss_max_blocks: int = model_field(4096)  # 24-dim blocks sampled per step for that loss (0 = all; ~12 CPU-s per 175k)
     # --- optimiser ---
     matrix_lr: float = 0.04
     embed_lr: float = 0.05
@@ -145,26 +162,47 @@ class Hyperparameters:
         return hp
 
     def validate(self) -> None:
-        if self.model_dim % self.num_heads:
-            raise ValueError(f"MODEL_DIM={self.model_dim} is not a multiple of NUM_HEADS={self.num_heads}")
-        if self.num_heads % self.num_kv_heads:
-            raise ValueError(f"NUM_HEADS={self.num_heads} is not a multiple of NUM_KV_HEADS={self.num_kv_heads}")
-        head_dim = self.model_dim // self.num_heads
-        if self.rope_dims % 2 or self.rope_dims > head_dim:
-            raise ValueError(f"ROPE_DIMS={self.rope_dims} must be even and at most head_dim={head_dim}")
-        if self.leech_loss_weight > 0 and self.model_dim % 24:
-            raise ValueError(f"LEECH_LOSS_WEIGHT>0 needs MODEL_DIM a multiple of 24, got {self.model_dim}")
-        validate_geometry(self.attn_geometry, self.model_dim, self.num_heads, self.e8_sidebranch,
-                          self.e8_temperature, self.e8_adapter)
-        if self.activation not in ("relu2", "leaky_relu2"):
-            raise ValueError(f"ACTIVATION={self.activation!r} is not relu2 or leaky_relu2")
-        for name in ("value_embed_layers", "recur_layers"):
-            for layer in layer_list(getattr(self, name)):
-                if not 0 <= layer < self.num_layers:
-                    raise ValueError(f"{name.upper()} names layer {layer}, outside 0..{self.num_layers - 1}")
+        for name, (off, feature) in LEFT_OUT_FIELDS.items():
+            if getattr(self, name) != off:
+                raise ValueError(f"{name.upper()}={getattr(self, name)!r} switches on {feature}, which this record "
+                                 f"file leaves out: run the complete train_gpt.py (`python -m lila_golf bundle`)")
+        GPTConfig.from_hparams(self)  # the architecture checks itself
 
     def as_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
+
+
+def validate_model(cfg) -> None:
+    """Shape checks of an architecture (GPTConfig), each naming its variable."""
+    if cfg.model_dim % cfg.num_heads:
+        raise ValueError(f"MODEL_DIM={cfg.model_dim} is not a multiple of NUM_HEADS={cfg.num_heads}")
+    if cfg.num_heads % cfg.num_kv_heads:
+        raise ValueError(f"NUM_HEADS={cfg.num_heads} is not a multiple of NUM_KV_HEADS={cfg.num_kv_heads}")
+    head_dim = cfg.model_dim // cfg.num_heads
+    if cfg.rope_dims % 2 or cfg.rope_dims > head_dim:
+        raise ValueError(f"ROPE_DIMS={cfg.rope_dims} must be even and at most head_dim={head_dim}")
+    if cfg.activation not in ("relu2", "leaky_relu2"):
+        raise ValueError(f"ACTIVATION={cfg.activation!r} is not relu2 or leaky_relu2")
+    for name in ("value_embed_layers", "recur_layers"):
+        for layer in layer_list(getattr(cfg, name)):
+            if not 0 <= layer < cfg.num_layers:
+                raise ValueError(f"{name.upper()} names layer {layer}, outside 0..{cfg.num_layers - 1}")
+    if cfg.leech_loss_weight > 0 and cfg.model_dim % 24:
+        raise ValueError(f"LEECH_LOSS_WEIGHT>0 needs MODEL_DIM a multiple of 24, got {cfg.model_dim}")
+    if (cfg.attn_geometry, cfg.e8_sidebranch, cfg.e8_adapter) != ("none", "off", False):
+        validate_geometry(cfg.attn_geometry, cfg.model_dim, cfg.num_heads, cfg.e8_sidebranch,
+                          cfg.e8_temperature, cfg.e8_adapter)
+
+
+def _from_hparams(cls, hp):
+    return cls(**{f.name: getattr(hp, f.name) for f in fields(cls)})
+
+
+# The model's config: exactly the model_field fields of Hyperparameters, in their order (the keys of
+# the artifact header's model_config), validated on construction.
+GPTConfig = dataclasses.make_dataclass(
+    "GPTConfig", [(f.name, f.type, field(default=f.default)) for f in fields(Hyperparameters) if f.metadata.get("model")],
+    namespace={"__post_init__": validate_model, "from_hparams": classmethod(_from_hparams)})
 
 
 def layer_list(spec: str) -> list[int]:
@@ -191,6 +229,12 @@ def _parse_env_value(key: str, raw: str, type_name: object):
         return raw
     except ValueError:
         raise ValueError(f"environment variable {key}={raw!r} is not a valid {type_name}") from None
+
+
+def environment() -> dict[str, str]:
+    """A copy of the process environment: the one place outside from_env/dist_env that reads it
+    (tools pass it on to the runs they launch)."""
+    return dict(os.environ)
 
 
 @dataclass

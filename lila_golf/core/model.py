@@ -7,50 +7,14 @@ Shapes: B batch, T time, D model_dim, H query heads, K kv heads, hd head_dim, V 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import layer_list
-from .geometry import E8Adapter, E8AttentionBias, E8SideBranch, LeechFrozenQK, LeechMetric, validate_geometry
+from .config import GPTConfig, layer_list
+from .geometry import E8Adapter, E8AttentionBias, E8SideBranch, LeechFrozenQK, LeechMetric
 from .lattice import leech_resonance_loss
-
-
-@dataclass
-class GPTConfig:
-    vocab_size: int = 1024
-    num_layers: int = 9
-    model_dim: int = 512
-    num_heads: int = 8
-    num_kv_heads: int = 4
-    mlp_mult: int = 2
-    activation: str = "relu2"
-    rope_base: float = 10000.0
-    rope_dims: int = 0
-    logit_softcap: float = 30.0
-    tied_embed_init_std: float = 0.005
-    qk_gain_init: float = 1.5
-    unet_skips: bool = True
-    smear_gate: bool = False
-    bigram_hash_buckets: int = 0
-    bigram_dim: int = 128
-    xsa_last_n: int = 0
-    value_residual: bool = False
-    value_embed_layers: str = ""
-    recur_layers: str = ""
-    ln_scale: bool = False
-    attn_geometry: str = "none"  # none | e8 | leech_frozen | leech_metric (lila_golf/geometry.py)
-    e8_sidebranch: str = "off"  # off | st | soft
-    e8_temperature: float = 0.1
-    e8_adapter: bool = False
-    leech_loss_weight: float = 0.0
-    leech_loss_max_blocks: int = 4096
-
-    @classmethod
-    def from_hparams(cls, hp) -> "GPTConfig":
-        return cls(**{k: getattr(hp, k) for k in cls.__dataclass_fields__})
 
 
 def rms_norm(x: torch.Tensor) -> torch.Tensor:
@@ -83,7 +47,7 @@ class CausalSelfAttention(nn.Module):
         self.num_heads, self.num_kv_heads = cfg.num_heads, cfg.num_kv_heads
         self.head_dim = cfg.model_dim // cfg.num_heads
         kv_dim = self.num_kv_heads * self.head_dim
-        # lattice geometry (lila_golf/geometry.py); all None for attn_geometry "none"
+        # lattice geometry (lila_golf/core/geometry.py); all None for attn_geometry "none"
         self.leech_frozen = LeechFrozenQK() if cfg.attn_geometry == "leech_frozen" else None
         self.leech_metric = LeechMetric() if cfg.attn_geometry == "leech_metric" else None
         self.e8_bias = E8AttentionBias(cfg.num_heads, self.head_dim, cfg.e8_temperature) if cfg.attn_geometry == "e8" else None
@@ -213,8 +177,6 @@ class BigramHash(nn.Module):
 class GPT(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        validate_geometry(cfg.attn_geometry, cfg.model_dim, cfg.num_heads, cfg.e8_sidebranch,
-                          cfg.e8_temperature, cfg.e8_adapter)
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))

@@ -1,4 +1,4 @@
-"""Score-first LoRA test-time training (TTT): a scorer of the lila_golf/scoring.py protocol.
+"""Score-first LoRA test-time training (TTT): a scorer of the lila_golf/core/scoring.py protocol.
 
     scorer = TTTScorer(model, seq_len=1024, stride=64, lora_rank=8, lr=1e-3, epochs=2, chunk_tokens=4096)
     logp, _ = run_scorer(scorer, val_tokens, chunk_size=65536)   # log p(x_t | x_<t) for every target
@@ -11,7 +11,7 @@ C = chunk_tokens, whatever sizes the driver hands to score_chunk. For each TTT c
      that chunk's targets (windows of seq_len over the chunk and its preceding context, stride
      `train_stride`; one step per epoch, the gradient summed over all of the chunk's windows).
 A target's score therefore depends only on the tokens before it and on adapters fitted to earlier
-chunks: conditions C1-C4 of lila_golf/audit.py hold by construction (tests/test_ttt.py runs the
+chunks: conditions C1-C4 of lila_golf/tools/audit.py hold by construction (tests/test_ttt.py runs the
 audit). The base weights never change: the adapters live in forward hooks, outside the state dict,
 start with B = 0 (the adapted model equals the base model) and are reset by begin().
 

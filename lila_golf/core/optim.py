@@ -27,7 +27,7 @@ setting the attribute `_optim_group` on the parameter (`p._optim_group = "scalar
 """
 import torch
 import torch.distributed as dist
-from torch import nn
+import torch.nn as nn
 
 # Quintic Newton-Schulz coefficients from Keller Jordan's Muon: chosen to maximise the slope at 0,
 # so 5 steps push every singular value into roughly [0.7, 1.2] instead of converging to exactly 1.

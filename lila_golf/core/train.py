@@ -25,11 +25,11 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from .config import Hyperparameters, dist_env
-from .data import DistributedTokenLoader, build_byte_tables, load_tokenizer, load_val_tokens, read_shard, shard_paths, target_bytes, tokenizer_sha256
+from .data import DistributedTokenLoader, build_byte_tables, load_tokenizer, load_val_tokens, read_shard, shard_file, shard_paths, target_bytes, tokenizer_sha256
 from .model import GPT, GPTConfig, count_params
 from .optim import EMA, SWA, build_optimizers, lr_scale, muon_momentum_at
 from .artifact import load_artifact, read_artifact_header, save_artifact
-from .lattice import weight_telemetry
+from .telemetry import weight_telemetry
 from .checkpoint import flatten_optimizer_state, load_checkpoint, save_checkpoint, unflatten_optimizer_state
 from .evaluate import eval_val_plain
 from .scoring import eval_sliding
@@ -109,10 +109,10 @@ class Trainer:
         self.optimizers = build_optimizers(model, **optimizer_kwargs(hp, device))
         self.ema = EMA(model, hp.ema_decay) if hp.ema_decay > 0 else None
         self.swa = SWA(model) if hp.swa_every > 0 else None
-        self.loader = DistributedTokenLoader(os.path.join(hp.data_path, "fineweb_train_*.bin"), denv.rank, denv.world_size, hp.vocab_size)
+        self.loader = DistributedTokenLoader(shard_file(hp.data_path, "train"), denv.rank, denv.world_size, hp.vocab_size)
         self.bigram = None
         if hp.complement_alpha > 0:
-            self.bigram = bigram_probs(os.path.join(hp.data_path, "fineweb_train_*.bin"), hp.vocab_size).to(device)
+            self.bigram = bigram_probs(shard_file(hp.data_path, "train"), hp.vocab_size).to(device)
 
     def micro_loss(self, x, y):
         weights = None
@@ -228,7 +228,7 @@ def sliding_validation(model, val, hp, device, autocast, denv):
 
 
 def load_validation(hp, sp_tables, log) -> dict:
-    tokens = load_val_tokens(os.path.join(hp.data_path, "fineweb_val_*.bin"), hp.vocab_size)
+    tokens = load_val_tokens(shard_file(hp.data_path, "val"), hp.vocab_size)
     if hp.val_max_tokens and hp.val_max_tokens + 1 < len(tokens):
         tokens = tokens[: hp.val_max_tokens + 1]
         log(f"val_subset:first_{hp.val_max_tokens}_targets (NOT the full val set)")

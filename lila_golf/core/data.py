@@ -109,6 +109,15 @@ def write_shard(path, tokens) -> None:
     os.replace(tmp, path)
 
 
+def shard_file(data_dir, split: str, index: int | str = "*") -> str:
+    """The challenge's layout, the one place it is spelled: DATA_DIR/fineweb_{train,val}_NNNNNN.bin
+    (index "*" gives the glob of every shard of the split)."""
+    if split not in ("train", "val", "*"):
+        raise ValueError(f"shard split must be 'train' or 'val', got {split!r}")
+    name = f"fineweb_{split}_{index:06d}.bin" if isinstance(index, int) else f"fineweb_{split}_{index}.bin"
+    return os.path.join(os.fspath(data_dir), name)
+
+
 def shard_paths(pattern: str) -> list[str]:
     """Sorted shard files matching a glob pattern; a clear error when none match."""
     pattern = os.fspath(pattern)

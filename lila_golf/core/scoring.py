@@ -17,10 +17,10 @@ A scorer sees the token stream once, in chunks, left to right, and nothing else:
 
 Because the stream arrives once, in order, rescoring (condition C4) is impossible by construction;
 `python -m lila_golf audit` checks C1-C4 for any object with this interface
-(see lila_golf/audit.py). `run_scorer(scorer, tokens, chunk_size, probe)` drives one pass.
+(see lila_golf/tools/audit.py). `run_scorer(scorer, tokens, chunk_size, probe)` drives one pass.
 
 Scorers provided:
-- `NgramScorer`: the backoff n-gram of lila_golf/ngram.py alone, counts start empty.
+- `NgramScorer`: the backoff n-gram of lila_golf/core/ngram.py alone, counts start empty.
 - `ModelScorer(logits_fn, seq_len, stride, vocab_size, device)`: a causal LM scoring every target in
   the sliding window that gives it the most context (see `sliding_plan`).
 - `MixtureScorer(model, ngram, weight_fn)`: p = (1 - a) p_model + a p_ngram with a = weight_fn(H),
