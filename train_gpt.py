@@ -33,6 +33,15 @@ from torch.nn.parallel import DistributedDataParallel
 
 # ============================== hyperparameters ==============================
 
+ARTIFACT_LIMIT_BYTES = 16_000_000  # the challenge's cap on code + model bytes (decimal)
+
+
+GEOMETRY_ATTN_CHOICES = ("none", "e8", "leech_frozen", "leech_metric")
+
+
+GEOMETRY_QUANT_MODES = ("off", "st", "soft")
+
+
 # field -> (off value, feature) for the features this file was generated without; the bundler fills
 # it in a record file, and validate() refuses to switch them on
 LEFT_OUT_FIELDS: dict[str, tuple[object, str]] = {}
@@ -204,6 +213,29 @@ def validate_model(cfg) -> None:
     if (cfg.attn_geometry, cfg.e8_sidebranch, cfg.e8_adapter) != ("none", "off", False):
         validate_geometry(cfg.attn_geometry, cfg.model_dim, cfg.num_heads, cfg.e8_sidebranch,
                           cfg.e8_temperature, cfg.e8_adapter)
+
+
+def validate_geometry(attn_geometry: str, model_dim: int, num_heads: int, e8_sidebranch: str = "off",
+                      e8_temperature: float = 0.1, e8_adapter: bool = False) -> None:
+    """Raise ValueError naming the variable when the geometry switches do not fit the shape."""
+    head_dim = model_dim // num_heads
+    shape = f"head_dim = MODEL_DIM / NUM_HEADS = {model_dim} / {num_heads} = {head_dim}"
+    if attn_geometry not in GEOMETRY_ATTN_CHOICES:
+        raise ValueError(f"ATTN_GEOMETRY={attn_geometry!r} is not one of {GEOMETRY_ATTN_CHOICES}")
+    if attn_geometry == "e8" and head_dim % 8:
+        raise ValueError(f"ATTN_GEOMETRY=e8 needs head_dim a multiple of 8, got {shape}")
+    if attn_geometry.startswith("leech") and head_dim % 24:
+        raise ValueError(f"ATTN_GEOMETRY={attn_geometry} needs head_dim a multiple of 24, got {shape} "
+                         f"(e.g. MODEL_DIM=192 NUM_HEADS=4)")
+    if e8_sidebranch not in GEOMETRY_QUANT_MODES:
+        raise ValueError(f"E8_SIDEBRANCH={e8_sidebranch!r} is not one of {GEOMETRY_QUANT_MODES}")
+    if e8_sidebranch != "off" and model_dim % 8:
+        raise ValueError(f"E8_SIDEBRANCH={e8_sidebranch} needs MODEL_DIM a multiple of 8, got {model_dim}")
+    if e8_temperature < 0:
+        raise ValueError(f"E8_TEMPERATURE={e8_temperature} must be >= 0 (0 = hard nearest root)")
+    if e8_sidebranch == "soft" and e8_temperature == 0:
+        raise ValueError("E8_SIDEBRANCH=soft needs E8_TEMPERATURE > 0 (at 0 the assignment is a hard "
+                         "argmax with no gradient; use E8_SIDEBRANCH=st)")
 
 
 def _from_hparams(cls, hp):
@@ -2372,39 +2404,10 @@ def lll_reduce(basis: np.ndarray, delta: float = 0.99) -> np.ndarray:
     return np.array(b, dtype=np.int64)
 
 
-GEOMETRY_ATTN_CHOICES = ("none", "e8", "leech_frozen", "leech_metric")
-
-
-GEOMETRY_QUANT_MODES = ("off", "st", "soft")
-
-
 E8_BIAS_INIT = 0.1  # attention-bias strength per head at init: small against logits of order 1
 
 
 E8_GAIN_INIT = 0.01  # side-branch / adapter output gain per dim at init (the seed's 0.01 scale)
-
-
-def validate_geometry(attn_geometry: str, model_dim: int, num_heads: int, e8_sidebranch: str = "off",
-                      e8_temperature: float = 0.1, e8_adapter: bool = False) -> None:
-    """Raise ValueError naming the variable when the geometry switches do not fit the shape."""
-    head_dim = model_dim // num_heads
-    shape = f"head_dim = MODEL_DIM / NUM_HEADS = {model_dim} / {num_heads} = {head_dim}"
-    if attn_geometry not in GEOMETRY_ATTN_CHOICES:
-        raise ValueError(f"ATTN_GEOMETRY={attn_geometry!r} is not one of {GEOMETRY_ATTN_CHOICES}")
-    if attn_geometry == "e8" and head_dim % 8:
-        raise ValueError(f"ATTN_GEOMETRY=e8 needs head_dim a multiple of 8, got {shape}")
-    if attn_geometry.startswith("leech") and head_dim % 24:
-        raise ValueError(f"ATTN_GEOMETRY={attn_geometry} needs head_dim a multiple of 24, got {shape} "
-                         f"(e.g. MODEL_DIM=192 NUM_HEADS=4)")
-    if e8_sidebranch not in GEOMETRY_QUANT_MODES:
-        raise ValueError(f"E8_SIDEBRANCH={e8_sidebranch!r} is not one of {GEOMETRY_QUANT_MODES}")
-    if e8_sidebranch != "off" and model_dim % 8:
-        raise ValueError(f"E8_SIDEBRANCH={e8_sidebranch} needs MODEL_DIM a multiple of 8, got {model_dim}")
-    if e8_temperature < 0:
-        raise ValueError(f"E8_TEMPERATURE={e8_temperature} must be >= 0 (0 = hard nearest root)")
-    if e8_sidebranch == "soft" and e8_temperature == 0:
-        raise ValueError("E8_SIDEBRANCH=soft needs E8_TEMPERATURE > 0 (at 0 the assignment is a hard "
-                         "argmax with no gradient; use E8_SIDEBRANCH=st)")
 
 
 # E8
@@ -2864,9 +2867,6 @@ def count_params(model: nn.Module) -> int:
 
 
 # ============================== training ==============================
-
-ARTIFACT_LIMIT_BYTES = 16_000_000
-
 
 class RunLog:
     """`key:value` lines to stdout and the run's log file, from rank 0 only."""

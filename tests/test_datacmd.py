@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from lila_golf.tools import corpus, datacmd
 from lila_golf.core.data import load_tokenizer, read_shard, write_shard
+from lila_golf.tools import corpus, datacmd
 
 
 def _run(capsys, *argv):

@@ -5,9 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lila_golf.core.config import Hyperparameters
-from lila_golf.core.geometry import (E8_BIAS_INIT, E8Adapter, E8AttentionBias, e8_quantize, e8_roots_tensor,
-                                leech_block_apply, leech_reduced_basis, validate_geometry)
+from lila_golf.core.config import Hyperparameters, validate_geometry
+from lila_golf.core.geometry import (E8_BIAS_INIT, E8Adapter, E8AttentionBias, e8_quantize, e8_roots_tensor, leech_block_apply, leech_reduced_basis)
 from lila_golf.core.lattice import e8_nearest_root, e8_roots, leech_basis
 from lila_golf.core.model import GPT, GPTConfig, count_params
 from lila_golf.core.optim import build_optimizers

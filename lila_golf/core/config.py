@@ -12,7 +12,9 @@ import dataclasses
 import os
 from dataclasses import dataclass, field, fields
 
-from .geometry import validate_geometry
+ARTIFACT_LIMIT_BYTES = 16_000_000  # the challenge's cap on code + model bytes (decimal)
+GEOMETRY_ATTN_CHOICES = ("none", "e8", "leech_frozen", "leech_metric")
+GEOMETRY_QUANT_MODES = ("off", "st", "soft")
 
 # Features a record file may leave out (`python -m lila_golf bundle --preset NAME`): the fields that
 # switch each one on, with their off values, and the core modules that implement it. A preset that
@@ -192,6 +194,29 @@ def validate_model(cfg) -> None:
     if (cfg.attn_geometry, cfg.e8_sidebranch, cfg.e8_adapter) != ("none", "off", False):
         validate_geometry(cfg.attn_geometry, cfg.model_dim, cfg.num_heads, cfg.e8_sidebranch,
                           cfg.e8_temperature, cfg.e8_adapter)
+
+
+def validate_geometry(attn_geometry: str, model_dim: int, num_heads: int, e8_sidebranch: str = "off",
+                      e8_temperature: float = 0.1, e8_adapter: bool = False) -> None:
+    """Raise ValueError naming the variable when the geometry switches do not fit the shape."""
+    head_dim = model_dim // num_heads
+    shape = f"head_dim = MODEL_DIM / NUM_HEADS = {model_dim} / {num_heads} = {head_dim}"
+    if attn_geometry not in GEOMETRY_ATTN_CHOICES:
+        raise ValueError(f"ATTN_GEOMETRY={attn_geometry!r} is not one of {GEOMETRY_ATTN_CHOICES}")
+    if attn_geometry == "e8" and head_dim % 8:
+        raise ValueError(f"ATTN_GEOMETRY=e8 needs head_dim a multiple of 8, got {shape}")
+    if attn_geometry.startswith("leech") and head_dim % 24:
+        raise ValueError(f"ATTN_GEOMETRY={attn_geometry} needs head_dim a multiple of 24, got {shape} "
+                         f"(e.g. MODEL_DIM=192 NUM_HEADS=4)")
+    if e8_sidebranch not in GEOMETRY_QUANT_MODES:
+        raise ValueError(f"E8_SIDEBRANCH={e8_sidebranch!r} is not one of {GEOMETRY_QUANT_MODES}")
+    if e8_sidebranch != "off" and model_dim % 8:
+        raise ValueError(f"E8_SIDEBRANCH={e8_sidebranch} needs MODEL_DIM a multiple of 8, got {model_dim}")
+    if e8_temperature < 0:
+        raise ValueError(f"E8_TEMPERATURE={e8_temperature} must be >= 0 (0 = hard nearest root)")
+    if e8_sidebranch == "soft" and e8_temperature == 0:
+        raise ValueError("E8_SIDEBRANCH=soft needs E8_TEMPERATURE > 0 (at 0 the assignment is a hard "
+                         "argmax with no gradient; use E8_SIDEBRANCH=st)")
 
 
 def _from_hparams(cls, hp):

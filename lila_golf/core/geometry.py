@@ -42,33 +42,8 @@ import torch.nn.functional as F
 
 from .lattice import e8_roots, leech_basis, lll_reduce
 
-GEOMETRY_ATTN_CHOICES = ("none", "e8", "leech_frozen", "leech_metric")
-GEOMETRY_QUANT_MODES = ("off", "st", "soft")
 E8_BIAS_INIT = 0.1  # attention-bias strength per head at init: small against logits of order 1
 E8_GAIN_INIT = 0.01  # side-branch / adapter output gain per dim at init (the seed's 0.01 scale)
-
-
-def validate_geometry(attn_geometry: str, model_dim: int, num_heads: int, e8_sidebranch: str = "off",
-                      e8_temperature: float = 0.1, e8_adapter: bool = False) -> None:
-    """Raise ValueError naming the variable when the geometry switches do not fit the shape."""
-    head_dim = model_dim // num_heads
-    shape = f"head_dim = MODEL_DIM / NUM_HEADS = {model_dim} / {num_heads} = {head_dim}"
-    if attn_geometry not in GEOMETRY_ATTN_CHOICES:
-        raise ValueError(f"ATTN_GEOMETRY={attn_geometry!r} is not one of {GEOMETRY_ATTN_CHOICES}")
-    if attn_geometry == "e8" and head_dim % 8:
-        raise ValueError(f"ATTN_GEOMETRY=e8 needs head_dim a multiple of 8, got {shape}")
-    if attn_geometry.startswith("leech") and head_dim % 24:
-        raise ValueError(f"ATTN_GEOMETRY={attn_geometry} needs head_dim a multiple of 24, got {shape} "
-                         f"(e.g. MODEL_DIM=192 NUM_HEADS=4)")
-    if e8_sidebranch not in GEOMETRY_QUANT_MODES:
-        raise ValueError(f"E8_SIDEBRANCH={e8_sidebranch!r} is not one of {GEOMETRY_QUANT_MODES}")
-    if e8_sidebranch != "off" and model_dim % 8:
-        raise ValueError(f"E8_SIDEBRANCH={e8_sidebranch} needs MODEL_DIM a multiple of 8, got {model_dim}")
-    if e8_temperature < 0:
-        raise ValueError(f"E8_TEMPERATURE={e8_temperature} must be >= 0 (0 = hard nearest root)")
-    if e8_sidebranch == "soft" and e8_temperature == 0:
-        raise ValueError("E8_SIDEBRANCH=soft needs E8_TEMPERATURE > 0 (at 0 the assignment is a hard "
-                         "argmax with no gradient; use E8_SIDEBRANCH=st)")
 
 
 # ---------------------------------------------------------------------------------------------------

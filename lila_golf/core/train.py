@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from .config import Hyperparameters, dist_env
+from .config import ARTIFACT_LIMIT_BYTES, Hyperparameters, dist_env
 from .data import DistributedTokenLoader, build_byte_tables, load_tokenizer, load_val_tokens, read_shard, shard_file, shard_paths, target_bytes, tokenizer_sha256
 from .model import GPT, GPTConfig, count_params
 from .optim import EMA, SWA, build_optimizers, lr_scale, muon_momentum_at
@@ -35,7 +35,6 @@ from .evaluate import eval_val_plain
 from .scoring import eval_sliding
 from .quant import collect_hessians
 
-ARTIFACT_LIMIT_BYTES = 16_000_000
 
 
 class RunLog:

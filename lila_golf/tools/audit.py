@@ -3,7 +3,7 @@
     python -m lila_golf audit --scorer ngram ../shared/data/fineweb10B_sp1024_mini/fineweb_val_000000.bin
     python -m lila_golf audit --scorer mypkg.mymod:make_scorer --max-tokens 20000 SHARD
 
-A scorer follows the streaming protocol of lila_golf/scoring.py (begin, score_chunk, vocab_size);
+A scorer follows the streaming protocol of lila_golf/core/scoring.py (begin, score_chunk, vocab_size);
 `module:factory` names a zero-argument callable returning a fresh scorer. The checks:
 
 - C1 causality: for sampled positions t, the tokens after t (inside t's chunk) are replaced; every
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import read_shard
-from .scoring import NgramScorer, run_scorer
+from ..core.data import read_shard
+from ..core.scoring import NgramScorer, run_scorer
 
 
 @dataclass
@@ -163,7 +163,7 @@ def resolve_scorer(spec: str, args):
 
 
 def _audit_bpb_line(logp, tokens, tokenizer_path) -> str:
-    from .data import bits_per_byte, build_byte_tables, load_tokenizer, target_bytes
+    from ..core.data import bits_per_byte, build_byte_tables, load_tokenizer, target_bytes
     tables = build_byte_tables(load_tokenizer(tokenizer_path))
     n_bytes = int(target_bytes(tokens[:-1], tokens[1:], tables).sum())
     return f"val_bpb:{bits_per_byte(-logp.sum(), n_bytes):.6f} bytes:{n_bytes}"
@@ -207,8 +207,8 @@ def add_audit_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """Standalone entry: python -m lila_golf.audit [args]."""
-    parser = argparse.ArgumentParser(prog="lila_golf.audit")
+    """Standalone entry: python -m lila_golf.tools.audit [args]."""
+    parser = argparse.ArgumentParser(prog="lila_golf.tools.audit")
     add_audit_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["audit", *(sys.argv[1:] if argv is None else argv)])
     return int(args.func(args))

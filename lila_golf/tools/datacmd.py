@@ -1,4 +1,4 @@
-"""`lila-golf data ...`: fetch, tokenize, train tokenizers, shard stats, and the embedded corpus.
+"""`lila-golf data ...`: fetch, tokenize, train tokenizers and shard stats (the command line).
 
     python -m lila_golf data fetch --variant sp1024 --train-shards 1          # challenge FineWeb -> ./data
     python -m lila_golf data tokenize --tokenizer T.model --out DIR --val-docs 100 docs.jsonl
@@ -6,43 +6,34 @@
     python -m lila_golf data stats --tokenizer T.model DIR/fineweb_val_000000.bin
 
 Not part of the bundled train_gpt.py: these tools may use datasets, huggingface_hub and tqdm.
+The hub download is in datafetch.py; the data a run uses when none is named (./data, else the
+embedded corpus) in corpus.py.
 """
 import argparse
-import hashlib
+import glob
 import io
-import json
 import os
-import random
-import shutil
-import socket
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import sentencepiece
 
-from .data import (ShardError, TokenizerError, build_byte_tables, check_tokenizer_exact, load_tokenizer,
-                   read_shard, shard_paths, target_bytes, tokenizer_sha256, write_shard)
+from ..core.data import (ShardError, TokenizerError, build_byte_tables, check_tokenizer_exact, load_tokenizer,
+                         read_shard, shard_file, target_bytes, tokenizer_sha256, write_shard)
+from .datafetch import HF_REMOTE_ROOT, HF_REPO_ID, FetchError, fetch_challenge_data
 
-HF_REPO_ID = "willdepueoai/parameter-golf"
-HF_REMOTE_ROOT = "datasets"  # the published export lives under this folder of the dataset repo
 CHALLENGE_SHARD_TOKENS = 100_000_000
 CHALLENGE_VAL_DOCS = 50_000
-# SentencePiece trainer settings of the challenge's tokenizers (data/download_hf_docs_and_tokenize.py;
-# the official fineweb_1024_bpe.model's trainer_spec agrees: bpe, coverage 0.999, byte_fallback,
-# split_digits, hard_vocab_limit off, ids pad 0/bos 1/eos 2/unk 3; normalizer nmt_nfkc, no dummy prefix).
+# SentencePiece trainer settings of the challenge's tokenizers (data/download_hf_docs_and_tokenize.py
+# in openai/parameter-golf; the official fineweb_1024_bpe.model's trainer_spec agrees: bpe, coverage
+# 0.999, byte_fallback, split_digits, hard_vocab_limit off, ids pad 0/bos 1/eos 2/unk 3; normalizer
+# nmt_nfkc, no dummy prefix).
 CHALLENGE_SP_SETTINGS = dict(
     model_type="bpe", character_coverage=0.999, byte_fallback=True, split_digits=True,
     normalization_rule_name="nmt_nfkc", add_dummy_prefix=False,
     pad_id=0, bos_id=1, eos_id=2, unk_id=3, hard_vocab_limit=False)
-EMBEDDED_CORPUS_VERSION = 1
-EMBEDDED_MARKER = "corpus.json"  # written into the embedded corpus' data dir; marks it "not FineWeb"
-
-
-class FetchError(RuntimeError):
-    """The hub could not be reached or did not have what was asked for."""
 
 
 # ----------------------------------------------------------------------------- reading documents
@@ -66,7 +57,10 @@ def iter_documents(paths, text_field: str = "text", txt_sample: str = "document"
 
     txt files: `txt_sample` is "document" (a file is one document), "paragraph" or "line".
     """
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # local files only: never wait on the network
+    # local files only: never wait on the network. The datasets library takes its offline switch
+    # from this variable alone, read once when it is first imported, so it is set here (unless the
+    # user set it): the package's one write to the environment, which only core.config reads.
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     import datasets
     for path in paths:
         if not os.path.isfile(path):
@@ -121,9 +115,9 @@ class ShardWriter:
     def flush(self) -> None:
         if self.fill == 0:
             return
-        path = self.out_dir / f"fineweb_{self.split}_{self.index[self.split]:06d}.bin"
+        path = shard_file(self.out_dir, self.split, self.index[self.split])
         write_shard(path, self.buf[:self.fill])
-        self.paths.append(str(path))
+        self.paths.append(path)
         self.index[self.split] += 1
         self.fill = 0
 
@@ -170,7 +164,7 @@ def tokenize_documents(texts, sp, out_dir, val_docs: int, shard_tokens: int = CH
 
 # ----------------------------------------------------------------------------- tokenizer training
 
-def _training_sentences(texts, max_docs: int | None):
+def training_sentences(texts, max_docs: int | None):
     """Documents as the challenge feeds them to the trainer: NULs to spaces, stripped, non-empty."""
     for i, text in enumerate(texts):
         if max_docs is not None and i >= max_docs:
@@ -198,218 +192,10 @@ def _write_vocab_file(sp, path: Path) -> None:
     path.write_text("".join(lines), encoding="utf-8")
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     tmp.write_bytes(data)
     os.replace(tmp, path)
-
-
-# ----------------------------------------------------------------------------- fetch
-
-def _hub_reachable(endpoint: str, timeout: float = 5.0) -> str | None:
-    """None when a TCP connection to the hub opens within `timeout`, else the reason.
-    Skipped (None) behind a proxy, which a direct probe cannot judge."""
-    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
-        return None
-    url = urlparse(endpoint)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname, port), timeout=timeout).close()
-    except OSError as exc:
-        return f"cannot connect to {url.hostname}:{port} ({exc})"
-    return None
-
-
-def _offline_advice(out: Path, reason: str) -> str:
-    return (f"could not reach the Hugging Face hub: {reason}.\n"
-            "  - behind a mirror or proxy: set HF_ENDPOINT (or pass --endpoint) / HTTPS_PROXY and retry;\n"
-            f"  - or copy the files by hand: shards into {out}/datasets/fineweb10B_sp1024/, the tokenizer "
-            f"into {out}/tokenizers/ (from https://huggingface.co/datasets/{HF_REPO_ID}/tree/main/{HF_REMOTE_ROOT});\n"
-            "  - or run without FineWeb: the embedded corpus is used (scores labelled not FineWeb).")
-
-
-def _hub_get(remote_path: str, destination: Path, endpoint: str | None) -> None:
-    """Download `<HF_REMOTE_ROOT>/remote_path` from the dataset repo to `destination` (skip if present)."""
-    import huggingface_hub
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
-    if destination.is_file() and destination.stat().st_size > 0:
-        return
-    subfolder, _, filename = f"{HF_REMOTE_ROOT}/{remote_path}".rpartition("/")
-    try:
-        cached = huggingface_hub.hf_hub_download(repo_id=HF_REPO_ID, filename=filename, subfolder=subfolder,
-                                                 repo_type="dataset", endpoint=endpoint)
-    except LocalEntryNotFoundError as exc:  # offline and not cached
-        raise FetchError(_offline_advice(destination.parents[1], str(exc).splitlines()[0])) from None
-    except EntryNotFoundError:
-        raise FetchError(f"{subfolder}/{filename} is not in the hub dataset {HF_REPO_ID}") from None
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    source = Path(cached).resolve(strict=True)  # the hub cache may hand back a symlink
-    tmp = destination.with_name(destination.name + ".part")
-    try:
-        os.link(source, tmp)
-    except OSError:
-        shutil.copyfile(source, tmp)
-    os.replace(tmp, destination)
-
-
-def _variant_dataset(variant: str) -> str:
-    if variant == "byte260" or (variant.startswith("sp") and variant[2:].isdigit()):
-        return f"fineweb10B_{variant}"
-    raise ValueError(f"unknown variant {variant!r}: expected sp<VOCAB> (e.g. sp1024) or byte260")
-
-
-def fetch_challenge_data(variant: str = "sp1024", train_shards: int = 1, out="data",
-                         endpoint: str | None = None) -> dict:
-    """Download the challenge's val shards, the first `train_shards` train shards and the tokenizer
-    into the challenge layout: out/datasets/fineweb10B_<variant>/, out/tokenizers/, out/manifest.json."""
-    from tqdm import tqdm
-    import huggingface_hub.constants
-    out, dataset_dir = Path(out), _variant_dataset(variant)
-    if train_shards < 0:
-        raise ValueError(f"--train-shards must be >= 0, got {train_shards}")
-    manifest_path = out / "manifest.json"
-    if not manifest_path.is_file():
-        reason = _hub_reachable(endpoint or huggingface_hub.constants.ENDPOINT)
-        if reason:
-            raise FetchError(_offline_advice(out, reason))
-    _hub_get("manifest.json", manifest_path, endpoint)
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    dataset = next((d for d in manifest.get("datasets", []) if d.get("name") == dataset_dir), None)
-    if dataset is None:
-        raise FetchError(f"{dataset_dir} is not in the hub manifest ({manifest_path})")
-    stats = dataset.get("stats") or {}
-    if train_shards > int(stats.get("files_train", 0)):
-        raise ValueError(f"{variant} has {stats.get('files_train')} train shards, asked for {train_shards}")
-    tokenizer = next(t for t in manifest.get("tokenizers", []) if t.get("name") == dataset.get("tokenizer_name"))
-    files = [f"datasets/{dataset_dir}/fineweb_val_{i:06d}.bin" for i in range(int(stats.get("files_val", 1)))]
-    files += [f"datasets/{dataset_dir}/fineweb_train_{i:06d}.bin" for i in range(train_shards)]
-    files += [tokenizer[k] for k in ("model_path", "vocab_path", "path") if tokenizer.get(k)]
-    for remote in tqdm(files, unit="file", desc=f"fetch {variant}", disable=None):
-        _hub_get(remote, out / remote, endpoint)
-    return {"data_dir": str(out / "datasets" / dataset_dir), "files": [str(out / f) for f in files]}
-
-
-# ----------------------------------------------------------------------------- embedded corpus
-
-def _embedded_source_texts() -> dict:
-    """CPython's pydoc topics (real English technical prose; present in every CPython install)."""
-    from pydoc_data.topics import topics
-    return topics
-
-
-def _embedded_documents(topics: dict, max_chars: int = 2000) -> list[str]:
-    """Topics cut into documents of whole paragraphs (~<= max_chars), in a fixed shuffled order."""
-    docs = []
-    for key in sorted(topics):
-        current = ""
-        for para in topics[key].split("\n\n"):
-            if current and len(current) + len(para) + 2 > max_chars:
-                docs.append(current)
-                current = ""
-            current = f"{current}\n\n{para}" if current else para
-        if current.strip():
-            docs.append(current)
-    random.Random(1337).shuffle(docs)
-    return docs
-
-
-def _file_sha256(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def _embedded_paths(out_dir: Path) -> tuple[Path, Path]:
-    return out_dir / "datasets" / "pydoc_sp1024", out_dir / "tokenizers" / "pydoc_1024_bpe.model"
-
-
-def _embedded_valid(data_dir: Path, source_sha: str) -> bool:
-    """True when the marker matches this source and builder and every listed file is intact."""
-    try:
-        marker = json.loads((data_dir / EMBEDDED_MARKER).read_text(encoding="utf-8"))
-        return (marker["version"] == EMBEDDED_CORPUS_VERSION and marker["source_sha256"] == source_sha
-                and all(_file_sha256(data_dir / rel) == sha for rel, sha in marker["files"].items()))
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-
-
-def build_embedded_corpus(out_dir, val_fraction: float = 0.08, vocab_size: int = 1024) -> tuple[str, str]:
-    """Build (or reuse when present and valid) the offline default corpus; return (data_dir, tokenizer).
-
-    Real text every Python installation carries (pydoc_data topics), its own 1024-vocab BPE with the
-    challenge's settings, shards in the challenge layout. Deterministic for a given Python version.
-    Scores on it are NOT FineWeb scores: the data dir carries a corpus.json marker saying so.
-    """
-    out_dir = Path(out_dir)
-    data_dir, model_path = _embedded_paths(out_dir)
-    topics = _embedded_source_texts()
-    source_sha = hashlib.sha256(json.dumps(topics, sort_keys=True).encode("utf-8")).hexdigest()
-    if _embedded_valid(data_dir, source_sha):
-        return str(data_dir), str(model_path)
-    docs = _embedded_documents(topics)
-    n_val = max(1, round(val_fraction * len(docs)))
-    # Train the tokenizer on train documents only, one paragraph per sentence (the trainer skips
-    # sentences over 4192 bytes by default).
-    paragraphs = [p for d in docs[n_val:] for p in d.split("\n\n")]
-    proto = train_tokenizer_proto(_training_sentences(paragraphs, None), vocab_size)
-    sp = sentencepiece.SentencePieceProcessor(model_proto=proto)
-    check_tokenizer_exact(sp, name="embedded corpus tokenizer")
-    model_path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(model_path, proto)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    stats = tokenize_documents(docs, sp, data_dir, n_val, progress=False)
-    tokenizer_rel = os.path.relpath(model_path, data_dir)  # relative, so the cache folder can move
-    files = {rel: _file_sha256(data_dir / rel) for rel in [Path(p).name for p in stats["shards"]] + [tokenizer_rel]}
-    marker = {"name": "embedded pydoc_data topics corpus", "fineweb": False, "version": EMBEDDED_CORPUS_VERSION,
-              "python": sys.version.split()[0], "source_sha256": source_sha, "tokenizer": tokenizer_rel,
-              "docs": stats["docs"], "val_docs": stats["val_docs"], "val_tokens": stats["val_tokens"],
-              "train_tokens": stats["train_tokens"], "files": files}
-    _atomic_write_bytes(data_dir / EMBEDDED_MARKER, (json.dumps(marker, indent=2) + "\n").encode("utf-8"))
-    return str(data_dir), str(model_path)
-
-
-def default_cache_dir() -> str:
-    return os.path.join(os.path.expanduser("~"), ".cache", "lila_golf")
-
-
-def _challenge_tokenizer_for(data_dir: Path) -> Path | None:
-    """data/datasets/fineweb10B_sp<N>/ -> data/tokenizers/fineweb_<N>_bpe.model, if it exists."""
-    name = data_dir.name
-    if name.startswith("fineweb10B_sp") and name[len("fineweb10B_sp"):].isdigit():
-        model = data_dir.parent.parent / "tokenizers" / f"fineweb_{name[len('fineweb10B_sp'):]}_bpe.model"
-        return model if model.is_file() else None
-    return None
-
-
-def _explicit_data(data_path, tokenizer_path) -> tuple[str, str, bool]:
-    data_dir = Path(data_path)
-    if not data_dir.is_dir():  # a glob such as .../fineweb_train_*.bin names its folder
-        data_dir = data_dir.parent
-    shard_paths(str(data_dir / "fineweb_val_*.bin"))  # clear error when the folder holds no val shards
-    marker = data_dir / EMBEDDED_MARKER
-    if tokenizer_path is None:
-        if marker.is_file():
-            rel = json.loads(marker.read_text(encoding="utf-8"))["tokenizer"]
-            tokenizer_path = os.path.normpath(data_dir / rel)
-        else:
-            tokenizer_path = _challenge_tokenizer_for(data_dir)
-        if tokenizer_path is None:
-            raise ValueError(f"{data_dir}: cannot tell which tokenizer made these shards; give its path "
-                             "(TOKENIZER_PATH / --tokenizer-path)")
-    return str(data_dir), str(tokenizer_path), not marker.is_file()
-
-
-def resolve_data(data_path=None, tokenizer_path=None, cache_dir=None) -> tuple[str, str, bool]:
-    """(data_dir, tokenizer_path, is_fineweb): explicit paths win, else the challenge layout ./data/
-    in the working directory, else the embedded corpus (built on first use in `cache_dir`)."""
-    if data_path is not None:
-        return _explicit_data(data_path, tokenizer_path)
-    if tokenizer_path is not None:
-        raise ValueError("a tokenizer path was given without a data path; give both (DATA_PATH and TOKENIZER_PATH)")
-    for data_dir in sorted(Path("data/datasets").glob("fineweb10B_sp*"), key=lambda p: p.name != "fineweb10B_sp1024"):
-        model = _challenge_tokenizer_for(data_dir)
-        if model is not None and list(data_dir.glob("fineweb_val_*.bin")):
-            return os.path.abspath(data_dir), os.path.abspath(model), True
-    data_dir, model = build_embedded_corpus(Path(cache_dir or default_cache_dir()) / "embedded_corpus")
-    return data_dir, model, False
 
 
 # ----------------------------------------------------------------------------- stats
@@ -449,7 +235,7 @@ def _cmd_fetch(args) -> int:
 def _cmd_tokenize(args) -> int:
     sp = load_tokenizer(args.tokenizer)
     out = Path(args.out)
-    stale = sorted(out.glob("fineweb_*_*.bin")) if out.is_dir() else []
+    stale = sorted(map(Path, glob.glob(shard_file(out, "*")))) if out.is_dir() else []
     if stale and not args.overwrite:
         raise ValueError(f"{out} already holds shards ({stale[0].name}, ...); pass --overwrite to replace them")
     for path in stale:
@@ -472,10 +258,10 @@ def _cmd_train_tokenizer(args) -> int:
     prefix = Path(args.out)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     texts = iter_documents(args.input, args.text_field, args.txt_sample)
-    proto = train_tokenizer_proto(_training_sentences(texts, args.max_docs), args.vocab_size, args.num_threads)
+    proto = train_tokenizer_proto(training_sentences(texts, args.max_docs), args.vocab_size, args.num_threads)
     sp = sentencepiece.SentencePieceProcessor(model_proto=proto)
     model_path = prefix.with_name(prefix.name + ".model")
-    _atomic_write_bytes(model_path, proto)
+    atomic_write_bytes(model_path, proto)
     _write_vocab_file(sp, prefix.with_name(prefix.name + ".vocab"))
     check_tokenizer_exact(sp, name=str(model_path))
     print(f"tokenizer_done model:{model_path} vocab_size:{sp.vocab_size()} sha256:{tokenizer_sha256(model_path)}")
@@ -549,7 +335,7 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """Entry point for `python -m lila_golf.datacmd data ...` (the package CLI adds the same `data`)."""
+    """Entry point for `python -m lila_golf.tools.datacmd data ...` (the package CLI adds the same `data`)."""
     parser = argparse.ArgumentParser(prog="lila-golf")
     add_data_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(argv)

@@ -10,26 +10,14 @@ labelled "not FineWeb").
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from ..core.config import environment
 from .bundle import write_bundle
-
-
-def parse_log(path: Path) -> dict[str, str]:
-    """Last value of every `key:value` token in a run log (later lines win)."""
-    values: dict[str, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        words = line.split()
-        prefix = words[0] if words and ":" not in words[0] else ""
-        for word in words:
-            if ":" in word:
-                key, _, value = word.partition(":")
-                values[f"{prefix}.{key}" if prefix else key] = value
-    return values
+from .records import parse_run_log
 
 
 def launch_run(run_dir: Path, env: dict[str, str], nproc: int = 1) -> int:
@@ -37,7 +25,7 @@ def launch_run(run_dir: Path, env: dict[str, str], nproc: int = 1) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     script = run_dir / "train_gpt.py"
     write_bundle(script)
-    env = {**os.environ, **env, "OUT_DIR": str(run_dir.parent), "RUN_ID": run_dir.name}
+    env = {**environment(), **env, "OUT_DIR": str(run_dir.parent), "RUN_ID": run_dir.name}
     if nproc > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(script)]
     else:
@@ -46,9 +34,9 @@ def launch_run(run_dir: Path, env: dict[str, str], nproc: int = 1) -> int:
 
 
 def resolve_run_data(args) -> tuple[str, str, bool]:
-    from .datacmd import resolve_data
-    return resolve_data(args.data_path or os.environ.get("DATA_PATH"),
-                        args.tokenizer or os.environ.get("TOKENIZER_PATH"))
+    from .corpus import resolve_data
+    env = environment()
+    return resolve_data(args.data_path or env.get("DATA_PATH"), args.tokenizer or env.get("TOKENIZER_PATH"))
 
 
 def run_train(args) -> int:
@@ -68,14 +56,18 @@ def summarise(run_dir: Path, is_fineweb: bool) -> None:
     if not log_path.exists():
         print(f"run failed before writing {log_path}")
         return
-    values = parse_log(log_path)
+    run = parse_run_log(log_path)
     label = "" if is_fineweb else "  (embedded pydoc corpus: NOT FineWeb, not comparable to challenge scores)"
-    roundtrip = [k for k in values if k.endswith("_roundtrip.val_bpb")]
-    if roundtrip:
-        print(f"val_bpb:{values[roundtrip[0]]}{label}")
-    print(f"bytes_total:{values.get('bytes_total', '?')} bytes_model:{values.get('bytes_model', '?')} "
-          f"bytes_code:{values.get('bytes_code', '?')} valid:{values.get('artifact_valid', '?')}")
+    if run.val_bpb is not None:
+        print(f"val_bpb:{run.val_bpb}{label}")
+    valid = "?" if run.artifact_valid is None else str(run.artifact_valid).lower()
+    print(f"bytes_total:{_or_unknown(run.bytes_total)} bytes_model:{_or_unknown(run.bytes_model)} "
+          f"bytes_code:{_or_unknown(run.bytes_code)} valid:{valid}")
     print(f"run_dir:{run_dir}")
+
+
+def _or_unknown(value) -> str:
+    return "?" if value is None else str(value)
 
 
 def _add_run_args(p, preset: str) -> None:

@@ -6,17 +6,17 @@
 
 A run folder gives its artifact (the single final_model.*.lgz in it), data_path, tokenizer_path and
 train_seq_len from config.json; flags override them, and an artifact file reads the config.json beside
-it when there is one. The artifact is read by lila_golf.artifact.load_artifact (never unpickled; its
+it when there is one. The artifact is read by lila_golf.core.artifact.load_artifact (never unpickled; its
 tokenizer sha256 must match). Every target of the val tokens is scored once, in one left-to-right
-pass of the scorer (lila_golf/scoring.py protocol), with exact bytes (data.build_byte_tables);
+pass of the scorer (lila_golf/core/scoring.py protocol), with exact bytes (data.build_byte_tables);
 --max-tokens N keeps the first N targets and says so. Prints
 
     val_loss:<nats/token> val_bpb:<bits/byte> tokens:<targets> bytes:<bytes> tokens_per_s:<targets/s> ...
 
 Scorers (--scorer): model (sliding windows of stride S; S = seq_len is the plain evaluation),
-model+ngram (MixtureScorer with the backoff n-gram), model+ttt (score-first LoRA TTT, lila_golf/ttt.py),
+model+ngram (MixtureScorer with the backoff n-gram), model+ttt (score-first LoRA TTT, lila_golf/core/ttt.py),
 model+ngram+ttt (the mixture over the TTT scorer), ngram (no model). Importing this module registers
-the model-based names with lila_golf.audit, so `python -m lila_golf audit --scorer model+ttt
+the model-based names with lila_golf.tools.audit, so `python -m lila_golf audit --scorer model+ttt
 --artifact A SHARD` audits them. Exit codes: 0 done, 2 bad input (clear message, no traceback).
 """
 from __future__ import annotations
@@ -33,12 +33,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .artifact import read_artifact_header
+from ..core.artifact import read_artifact_header
 from .audit import register_scorer
-from .data import bits_per_byte, build_byte_tables, load_tokenizer, load_val_tokens, target_bytes
+from ..core.data import bits_per_byte, build_byte_tables, load_tokenizer, load_val_tokens, shard_file, target_bytes
 from .generate import load_model, resolve_seq_len, resolve_tokenizer
-from .scoring import MixtureScorer, ModelScorer, NgramScorer, run_scorer
-from .ttt import DEFAULT_LORA_TARGETS, TTTScorer
+from ..core.scoring import MixtureScorer, ModelScorer, NgramScorer, run_scorer
+from ..core.ttt import DEFAULT_LORA_TARGETS, TTTScorer
 
 EVAL_SCORERS = ("model", "model+ngram", "model+ttt", "model+ngram+ttt", "ngram")
 DEFAULT_STRIDE = 64
@@ -89,7 +89,7 @@ def _eval_data_pattern(given: str | None, recorded: str | None, folder: Path) ->
     candidates = [given] if given else ([recorded, str(folder / recorded)] if recorded else [])
     for path in candidates:
         if os.path.isdir(path):
-            return os.path.join(path, "fineweb_val_*.bin")
+            return shard_file(path, "val")
         if glob.glob(path):
             return path
     if candidates:
@@ -292,8 +292,8 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """Standalone entry: python -m lila_golf.evalcmd ARTIFACT_OR_RUN [flags]."""
-    parser = argparse.ArgumentParser(prog="lila_golf.evalcmd")
+    """Standalone entry: python -m lila_golf.tools.evalcmd ARTIFACT_OR_RUN [flags]."""
+    parser = argparse.ArgumentParser(prog="lila_golf.tools.evalcmd")
     add_eval_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["eval", *(sys.argv[1:] if argv is None else argv)])
     return int(args.func(args))

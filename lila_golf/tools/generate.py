@@ -6,7 +6,7 @@
 
 Every multi-word flag is also accepted with underscores (--max_tokens, --top_k, ...).
 
-The artifact is read with lila_golf.artifact.load_artifact (no pickle); the model is rebuilt from the
+The artifact is read with lila_golf.core.artifact.load_artifact (no pickle); the model is rebuilt from the
 header's "model_config". The tokenizer is --tokenizer, else the "tokenizer_path" of the header or of the
 run's config.json beside the artifact; its sha256 must equal the header's "tokenizer_sha256". The prompt
 is encoded as a document (BOS + ids, as in training). Past the training length (--seq-len, else the
@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .artifact import ArtifactError, load_artifact, read_artifact_header
-from .data import load_tokenizer, tokenizer_sha256
-from .lattice import e8_nearest_root, e8_roots
-from .model import GPT, GPTConfig
+from ..core.artifact import ArtifactError, load_artifact, read_artifact_header
+from ..core.data import load_tokenizer, tokenizer_sha256
+from ..core.lattice import e8_nearest_root, e8_roots
+from ..core.model import GPT, GPTConfig
 
 DEFAULT_SEQ_LEN = 1024
 
