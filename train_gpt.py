@@ -1153,22 +1153,46 @@ QUANT_GPTQ_CLIP_RATIOS = (1.0, 0.9, 0.8, 0.7)
 QUANT_FLOAT_SCHEMES = ("fp32", "fp16", "bf16")
 
 
-_QUANT_INT_RE = re.compile(r"^int([2-8])_(lite|gptq)$")
+QUANT_ROLE_EMBED_PATTERNS = ("tok_emb", "embed", "wte", "lm_head")
+
+
+_QUANT_INT_RE = re.compile(r"^int([2-8])_(lite|gptq|sd|sdgptq|fs|fsgptq)(?:_k(\d+(?:\.\d+)?))?"
+                           r"(?:\+(h?)lqer([1-9]\d?))?(?:\+awq([1-9]\d*))?$")
+
+
+QUANT_K_METHODS = ("sd", "sdgptq", "fs", "fsgptq")  # methods whose scale is k * std / qmax
+
+
+QUANT_LQER_GROUP = 64  # columns per B scale (record #1855)
+
+
+QUANT_FS_MAX_SHAPE = 8.0  # Fisher shaping moves a row's step at most 8x either way
 
 
 def parse_scheme(scheme: str) -> tuple[str, int]:
-    """Return (kind, bits): kind in {"float", "raw", "int8", "lite", "gptq"}; bits 0 for non-int."""
+    """Return (kind, bits): kind "float", "raw", "int8" or the integer method ("lite", "gptq",
+    "sd", "sdgptq", "fs", "fsgptq"); bits 0 for non-int."""
+    spec = parse_spec(scheme)
+    return spec["kind"], spec["bits"]
+
+
+def parse_spec(scheme: str) -> dict:
+    """Every field of a scheme string: kind, bits, k (SDClip/Fisher multiplier or None), lqer (rank,
+    0 = off), lqer_h (H-weighted LQER), awq (salient columns, 0 = off). See the module doc."""
+    spec = {"kind": scheme, "bits": 0, "k": None, "lqer": 0, "lqer_h": False, "awq": 0}
     if scheme in QUANT_FLOAT_SCHEMES:
-        return "float", 0
+        return {**spec, "kind": "float"}
     if scheme == "raw":
-        return "raw", 0
+        return spec
     if scheme == "int8":
-        return "int8", 8
+        return {**spec, "bits": 8}
     m = _QUANT_INT_RE.match(scheme)
-    if m is None:
+    if m is None or (m.group(3) is None) == (m.group(2) in QUANT_K_METHODS):
         raise ValueError(f"unknown quantisation scheme {scheme!r}: expected one of "
-                         f"{QUANT_FLOAT_SCHEMES + ('raw', 'int8')} or int<2..8>_lite / int<2..8>_gptq")
-    return m.group(2), int(m.group(1))
+                         f"{QUANT_FLOAT_SCHEMES + ('raw', 'int8')}, int<2..8>_lite / _gptq, or "
+                         f"int<2..8>_sd|sdgptq|fs|fsgptq_k<k>, optionally +lqer<r> / +hlqer<r>, +awq<n>")
+    return {"kind": m.group(2), "bits": int(m.group(1)), "k": None if m.group(3) is None else float(m.group(3)),
+            "lqer": int(m.group(5) or 0), "lqer_h": m.group(4) == "h", "awq": int(m.group(6) or 0)}
 
 
 def _quant_rows(w: torch.Tensor) -> torch.Tensor:
@@ -1235,21 +1259,25 @@ def _gptq_prepare(H: torch.Tensor, cols: int, damp: float, act_order: bool):
 
 
 def _gptq_core(W: torch.Tensor, Hinv: torch.Tensor, scale: torch.Tensor, qmax: int,
-               block_size: int) -> torch.Tensor:
-    """GPTQ column loop on permuted W (R, C) float32 with upper-Cholesky Hinv (C, C) -> q (R, C)."""
+               block_size: int, hi=None) -> torch.Tensor:
+    """GPTQ column loop on permuted W (R, C) float32 with upper-Cholesky Hinv (C, C) -> q (R, C).
+    hi: None, or (per permuted column a bool, scale (R,)): the True columns use that scale and
+    qmax 127 (AWQ-lite salient columns)."""
     W = W.clone()
     R, C = W.shape
     Q = torch.zeros(R, C, dtype=torch.int8, device=W.device)
     s = scale.float()[:, None]  # (R, 1)
+    s_hi = hi[1].float()[:, None] if hi is not None else None
     for i1 in range(0, C, block_size):
         i2 = min(i1 + block_size, C)
         W1, Hinv1 = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
         Err1 = torch.zeros_like(W1)
         for i in range(i2 - i1):
             w = W1[:, i:i + 1]  # (R, 1)
-            q = torch.clamp(torch.round(w / s), -qmax, qmax)
+            si, qm = (s_hi, 127) if hi is not None and hi[0][i1 + i] else (s, qmax)
+            q = torch.clamp(torch.round(w / si), -qm, qm)
             Q[:, i1 + i] = q[:, 0].to(torch.int8)
-            err = (w - q * s) / Hinv1[i, i]
+            err = (w - q * si) / Hinv1[i, i]
             # spread this column's rounding error over the not-yet-quantised columns of the block
             W1[:, i:] -= err @ Hinv1[i:i + 1, i:]
             Err1[:, i:i + 1] = err
@@ -1259,28 +1287,30 @@ def _gptq_core(W: torch.Tensor, Hinv: torch.Tensor, scale: torch.Tensor, qmax: i
 
 def gptq_quantize(w: torch.Tensor, H: torch.Tensor, bits: int = 6, block_size: int = 128,
                   damp: float = 0.01, act_order: bool = True, scale: torch.Tensor | None = None,
-                  clip_ratios=QUANT_GPTQ_CLIP_RATIOS) -> tuple[torch.Tensor, torch.Tensor]:
+                  clip_ratios=QUANT_GPTQ_CLIP_RATIOS, hi_cols=None, hi_scale=None) -> tuple[torch.Tensor, torch.Tensor]:
     """GPTQ (Frantar et al.): quantise W (rows, cols) column by column, compensating each rounding
     error on the remaining columns through the Cholesky factor of the inverse Hessian H = X^T X
     (cols, cols). Returns (q int8 (rows, cols), scale fp16 (rows,)). With `scale` given (fp16 per
     row) it is used as is; otherwise each row takes, among `clip_ratios` of its absmax, the clip
-    whose GPTQ result has the least output error (dW H dW^T)_rr.
+    whose GPTQ result has the least output error (dW H dW^T)_rr. hi_cols (long) with hi_scale
+    (fp16 (rows,)): those columns are quantised in int8 with hi_scale instead (AWQ-lite).
     """
     if w.ndim != 2:
         raise ValueError(f"gptq_quantize expects a 2-D weight, got shape {tuple(w.shape)}")
+    args = (w, H, bits, block_size, damp, act_order, scale, clip_ratios, hi_cols, hi_scale)
     if w.device.type != "cpu":
-        return _gptq_quantize_rows(w, H, bits, block_size, damp, act_order, scale, clip_ratios)
+        return _gptq_quantize_rows(*args)
     # on CPU, one thread: the column loop is thousands of small ops where extra threads only add
     # synchronisation (measured 10-20x slower with 2 threads on a busy 2-core machine)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _gptq_quantize_rows(w, H, bits, block_size, damp, act_order, scale, clip_ratios)
+        return _gptq_quantize_rows(*args)
     finally:
         torch.set_num_threads(threads)
 
 
-def _gptq_quantize_rows(w, H, bits, block_size, damp, act_order, scale, clip_ratios):
+def _gptq_quantize_rows(w, H, bits, block_size, damp, act_order, scale, clip_ratios, hi_cols, hi_scale):
     """gptq_quantize's body (see there)."""
     qmax = 2 ** (bits - 1) - 1
     R, C = w.shape
@@ -1290,25 +1320,34 @@ def _gptq_quantize_rows(w, H, bits, block_size, damp, act_order, scale, clip_rat
     W[:, dead] = 0.0
     Wp = W[:, perm]
     inv_perm = torch.argsort(perm)
+    hi = None
+    if hi_cols is not None:
+        mask = torch.zeros(C, dtype=torch.bool)
+        mask[hi_cols.cpu()] = True
+        hi = (mask[perm.cpu()].tolist(), hi_scale.to(w.device).half())
     if scale is not None:
         scale = scale.to(w.device).half()
-        return _gptq_core(Wp, Hinv, scale, qmax, block_size)[:, inv_perm], scale
+        return _gptq_core(Wp, Hinv, scale, qmax, block_size, hi)[:, inv_perm], scale
     absmax = W.abs().amax(dim=1)
     scales = [_quant_fp16_scale(absmax * r, qmax) for r in clip_ratios]
     # rows are independent in GPTQ: run all clip candidates as one stacked (K*R, C) problem
-    Qs = _gptq_core(Wp.repeat(len(scales), 1), Hinv, torch.cat(scales), qmax, block_size)
+    hi_k = None if hi is None else (hi[0], hi[1].repeat(len(scales)))
+    Qs = _gptq_core(Wp.repeat(len(scales), 1), Hinv, torch.cat(scales), qmax, block_size, hi_k)
     Qs = Qs[:, inv_perm].reshape(len(scales), R, C)
     Hd, Wd = H.detach().double(), W.double()
-    errs = torch.stack([_gptq_row_error(Wd, Qs[k], scales[k], Hd) for k in range(len(scales))])
+    errs = torch.stack([_gptq_row_error(Wd, Qs[k], scales[k], Hd, hi_cols, hi_scale) for k in range(len(scales))])
     best = errs.argmin(dim=0)  # (R,)
     rows = torch.arange(R, device=w.device)
     return Qs[best, rows], torch.stack(scales)[best, rows]
 
 
 def _gptq_row_error(W: torch.Tensor, q: torch.Tensor, scale16: torch.Tensor,
-                    H: torch.Tensor) -> torch.Tensor:
+                    H: torch.Tensor, hi_cols=None, hi_scale=None) -> torch.Tensor:
     """Per-row output error (dW H dW^T)_rr, dW = W - q*s: (R,) float64."""
-    dW = W - q.double() * scale16.double()[:, None]
+    deq = q.double() * scale16.double()[:, None]
+    if hi_cols is not None:
+        deq[:, hi_cols] = q[:, hi_cols].double() * hi_scale.to(q.device).double()[:, None]
+    dW = W - deq
     return ((dW @ H) * dW).sum(dim=1)
 
 
@@ -1356,13 +1395,17 @@ def _quant_torch_dtype_name(t: torch.Tensor) -> str:
 
 
 def quantize_tensor(w: torch.Tensor, scheme: str, H: torch.Tensor | None = None,
-                    device=None) -> dict:
+                    device=None, row_weight: torch.Tensor | None = None) -> dict:
     """Quantise one tensor. Returns {"scheme", "shape", "dtype", "arrays": {key: np.ndarray}}:
-    float schemes store "w"; integer schemes store "q" (int8, (rows, cols)) and "scale" (fp16, rows).
-    int*_gptq needs H (cols, cols) and raises ValueError without it; GPTQ runs on `device`
-    (default: the CPU), e.g. "cuda" to keep calibration inside the training clock.
+    float schemes store "w"; integer schemes store "q" (int8, (rows, cols)) and "scale" (fp16, rows),
+    AWQ-lite adds "awq_cols" (u16), "awq_q" (int8 (rows, n)), "awq_scale" (fp16) and takes those
+    columns out of "q"; LQER adds "lqer_a", "lqer_as", "lqer_b", "lqer_bs" (lqer_factors).
+    GPTQ methods need H (cols, cols) and raise ValueError without it; GPTQ runs on `device`
+    (default: the CPU), e.g. "cuda" to keep calibration inside the training clock. Fisher-shaped
+    methods need row_weight (rows,), the rows' output sensitivities.
     """
-    kind, bits = parse_scheme(scheme)
+    spec = parse_spec(scheme)
+    kind, bits = spec["kind"], spec["bits"]
     meta = {"scheme": scheme, "shape": list(w.shape), "dtype": _quant_torch_dtype_name(w)}
     if kind == "raw":
         arr = w.detach().cpu().numpy().copy()
@@ -1373,13 +1416,125 @@ def quantize_tensor(w: torch.Tensor, scheme: str, H: torch.Tensor | None = None,
         return {**meta, "arrays": {"w": _quant_float_array(w, scheme)}}
     if kind == "int8":
         q, s = quantize_int8_rows(w)
-    elif kind == "lite":
-        q, s = quantize_lite_rows(w, bits)
+        return {**meta, "arrays": {"q": q.cpu().numpy(), "scale": s.cpu().numpy()}}
+    if kind.endswith("gptq") and H is None:
+        raise ValueError(f"scheme {scheme!r} needs a Hessian H (collect_hessians)")
+    rows = _quant_rows(w)
+    arrays = _quant_int_arrays(rows, spec, H, device, row_weight)
+    if spec["lqer"]:
+        residual = rows - _quant_int_dequant(arrays, rows.shape[1])
+        arrays.update(lqer_factors(residual, spec["lqer"], H if spec["lqer_h"] else None))
+    return {**meta, "arrays": arrays}
+
+
+def _quant_int_arrays(rows: torch.Tensor, spec: dict, H, device, row_weight) -> dict:
+    """q/scale arrays (and the AWQ-lite split) of an integer method: see quantize_tensor."""
+    bits, qmax = spec["bits"], 2 ** (spec["bits"] - 1) - 1
+    scale = None if spec["k"] is None else quant_k_scale(rows, spec, row_weight)
+    cols = hi_scale = None
+    if spec["awq"]:
+        cols = awq_salient_columns(rows, H, spec["awq"])
+        hi_scale = _quant_fp16_scale(rows[:, cols].abs().amax(dim=1), 127)
+    if spec["kind"].endswith("gptq"):
+        dev = device or "cpu"
+        q, s = gptq_quantize(rows.to(dev), H.to(dev), bits=bits, scale=scale, hi_cols=cols, hi_scale=hi_scale)
+        q, s = q.cpu(), s.cpu()
     else:
-        if H is None:
-            raise ValueError(f"scheme {scheme!r} needs a Hessian H (collect_hessians)")
-        q, s = gptq_quantize(_quant_rows(w).to(device or "cpu"), H.to(device or "cpu"), bits=bits)
-    return {**meta, "arrays": {"q": q.cpu().numpy(), "scale": s.cpu().numpy()}}
+        rest = rows if cols is None else rows[:, _quant_rest_mask(rows.shape[1], cols)]
+        q_rest, s = quantize_lite_rows(rest, bits) if scale is None else (_quant_rtn(rest, scale, qmax), scale)
+        q = q_rest if cols is None else _quant_merge_cols(q_rest, _quant_rtn(rows[:, cols], hi_scale, 127), cols)
+    if cols is None:
+        return {"q": q.numpy(), "scale": s.numpy()}
+    mask = _quant_rest_mask(rows.shape[1], cols)
+    return {"q": q[:, mask].numpy(), "scale": s.numpy(), "awq_cols": cols.numpy().astype(np.uint16),
+            "awq_q": q[:, cols].numpy(), "awq_scale": hi_scale.numpy()}
+
+
+def quant_k_scale(rows: torch.Tensor, spec: dict, row_weight=None) -> torch.Tensor:
+    """fp16 row scales of the k methods. SDClip: k * std(row) / qmax. Fisher-shaped: k * std(W) /
+    qmax * sqrt(mean(g) / g_r), the shaping clamped to [1/8, 8]."""
+    qmax = 2 ** (spec["bits"] - 1) - 1
+    if spec["kind"] in ("sd", "sdgptq"):
+        return _quant_fp16_scale(spec["k"] * rows.std(dim=1, correction=0), qmax)
+    if row_weight is None or row_weight.numel() != rows.shape[0]:
+        raise ValueError(f"Fisher-shaped scheme {spec['kind']!r} needs row_weight with one value per row "
+                         f"({rows.shape[0]}), got {None if row_weight is None else tuple(row_weight.shape)}")
+    g = row_weight.detach().double().cpu().clamp_min(1e-30)
+    shape = (g.mean() / g).sqrt().clamp(1 / QUANT_FS_MAX_SHAPE, QUANT_FS_MAX_SHAPE).float()
+    return _quant_fp16_scale(spec["k"] * rows.std(correction=0) * shape, qmax)
+
+
+def awq_salient_columns(rows: torch.Tensor, H: torch.Tensor | None, n: int) -> torch.Tensor:
+    """The n input columns with the largest diag(H)_c * sum_r W_rc^2 (|W_:c|^2 without H), sorted."""
+    if n >= rows.shape[1]:
+        raise ValueError(f"AWQ-lite: {n} salient columns of a matrix with only {rows.shape[1]} columns")
+    salience = rows.double().pow(2).sum(dim=0)
+    if H is not None:
+        salience = salience * torch.diagonal(H).double().cpu()
+    return torch.sort(torch.topk(salience, n).indices).values
+
+
+def _quant_rest_mask(cols: int, hi_cols: torch.Tensor) -> torch.Tensor:
+    mask = torch.ones(cols, dtype=torch.bool)
+    mask[hi_cols] = False
+    return mask
+
+
+def _quant_merge_cols(q_rest: torch.Tensor, q_hi: torch.Tensor, hi_cols: torch.Tensor) -> torch.Tensor:
+    """Put the salient columns back between the others: (R, C - n) + (R, n) -> (R, C)."""
+    C = q_rest.shape[1] + q_hi.shape[1]
+    out = torch.empty(q_rest.shape[0], C, dtype=q_rest.dtype)
+    out[:, _quant_rest_mask(C, hi_cols)] = q_rest
+    out[:, hi_cols] = q_hi
+    return out
+
+
+def lqer_factors(E: torch.Tensor, rank: int, H: torch.Tensor | None = None,
+                 group: int = QUANT_LQER_GROUP) -> dict:
+    """LQER: E (R, C) ~ A B with A (R, r) int2 ({-1, 0, 1}) and one fp16 scale, B (r, C) int4 with
+    one fp16 scale per `group` columns. A spans the top-r left singular vectors of E (of E L,
+    H = L L^T, when H is given: the output-error norm); B is refitted to the quantised A by least
+    squares (the same B in either norm), then quantised. Arrays lqer_a, lqer_as, lqer_b, lqer_bs."""
+    R, C = E.shape
+    rank = min(rank, R, C)
+    Ed = E.detach().double().cpu()
+    target = Ed
+    if H is not None:
+        Hd = H.detach().double().cpu()
+        target = Ed @ torch.linalg.cholesky(Hd + 0.01 * Hd.diagonal().mean() * torch.eye(C, dtype=Hd.dtype))
+    U = torch.linalg.svd(target, full_matrices=False)[0][:, :rank]  # (R, r), orthonormal columns
+    a_q, a_s = _lqer_ternary(U)
+    A = a_q.double() * a_s.double()
+    B = torch.linalg.lstsq(A, Ed, driver="gelsd").solution if A.abs().sum() > 0 else torch.zeros(rank, C, dtype=Ed.dtype)
+    pad = -C % group
+    Bg = torch.nn.functional.pad(B, (0, pad)).reshape(rank, -1, group)  # (r, groups, group)
+    b_s = _quant_fp16_scale(Bg.abs().amax(dim=2).reshape(-1).float(), 7).reshape(rank, -1)
+    b_q = torch.clamp(torch.round(Bg / b_s.double()[:, :, None]), -7, 7).reshape(rank, -1)[:, :C]
+    return {"lqer_a": a_q.to(torch.int8).numpy(), "lqer_as": a_s.reshape(1).numpy(),
+            "lqer_b": b_q.to(torch.int8).numpy(), "lqer_bs": b_s.numpy()}
+
+
+def _lqer_ternary(U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ternary U ~ s * t, t in {-1, 0, 1}, one fp16 scale s chosen from a grid by squared error."""
+    rms = U.pow(2).mean().sqrt().float()
+    best = None
+    for c in (0.6, 0.8, 1.0, 1.2, 1.4, 1.7, 2.0):
+        s16 = _quant_fp16_scale(rms.reshape(1) * c, 1)
+        t = torch.clamp(torch.round(U.float() / s16.float()), -1, 1)
+        err = float((t * s16.float() - U.float()).pow(2).sum())
+        if best is None or err < best[0]:
+            best = (err, t, s16)
+    return best[1], best[2]
+
+
+def lqer_product(arrays: dict, cols: int) -> torch.Tensor:
+    """Dequantised A B (R, cols) float32 from the lqer_* arrays."""
+    a = torch.from_numpy(np.array(arrays["lqer_a"])).float() * torch.from_numpy(np.array(arrays["lqer_as"])).float()
+    b = torch.from_numpy(np.array(arrays["lqer_b"])).float()
+    bs = torch.from_numpy(np.array(arrays["lqer_bs"])).float()
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0] or b.shape[1] != cols or bs.shape[0] != b.shape[0]:
+        raise ValueError(f"LQER factors of shapes {tuple(a.shape)} x {tuple(b.shape)} do not make (rows, {cols})")
+    return a @ (b * bs.repeat_interleave(QUANT_LQER_GROUP, dim=1)[:, :cols])
 
 
 def _quant_float_array(w: torch.Tensor, scheme: str) -> np.ndarray:
@@ -1405,9 +1560,36 @@ def dequantize_tensor(entry: dict) -> torch.Tensor:
         else:
             t = torch.from_numpy(np.array(w))
         return t.float().reshape(shape)
-    q = torch.from_numpy(np.array(arrays["q"])).float()
-    s = torch.from_numpy(np.array(arrays["scale"])).float()
-    return (q * s[:, None]).reshape(shape)
+    if "awq_cols" not in arrays and "lqer_a" not in arrays:
+        q = torch.from_numpy(np.array(arrays["q"])).float()
+        s = torch.from_numpy(np.array(arrays["scale"])).float()
+        return (q * s[:, None]).reshape(shape)
+    cols = math.prod(shape[1:]) if len(shape) >= 2 else math.prod(shape)
+    return _quant_int_dequant(arrays, cols).reshape(shape)
+
+
+def _quant_int_dequant(arrays: dict, cols: int) -> torch.Tensor:
+    """(R, cols) float32 from integer arrays: q * scale, the AWQ-lite columns, + the LQER term."""
+    W = torch.from_numpy(np.array(arrays["q"])).float() * torch.from_numpy(np.array(arrays["scale"])).float()[:, None]
+    if "awq_cols" in arrays:
+        hi = torch.from_numpy(np.array(arrays["awq_cols"]).astype(np.int64))
+        hi_w = torch.from_numpy(np.array(arrays["awq_q"])).float() * torch.from_numpy(np.array(arrays["awq_scale"])).float()[:, None]
+        if hi.numel() + W.shape[1] != cols or hi_w.shape != (W.shape[0], hi.numel()) or int(hi.max()) >= cols:
+            raise ValueError(f"AWQ-lite arrays do not fit a matrix of {cols} columns")
+        W = _quant_merge_cols(W, hi_w, hi)
+    if "lqer_a" in arrays:
+        W = W + lqer_product(arrays, cols)
+    return W
+
+
+def quant_role(name: str) -> str:
+    """Role of a tensor, the unit of SDClip's k and of the per-role symbol streams: "attn", "mlp",
+    "embed" (token, value and hashed-bigram embeddings) or "other"."""
+    if ".attn." in name:
+        return "attn"
+    if ".mlp." in name:
+        return "mlp"
+    return "embed" if any(p in name for p in QUANT_ROLE_EMBED_PATTERNS) else "other"
 
 
 def default_plan(name: str, tensor: torch.Tensor, base_scheme: str) -> str:
@@ -1450,10 +1632,22 @@ def symbol_entropy_bits(symbols) -> float:
 ARTIFACT_MAGIC = b"LILAGOLF"
 
 
-ARTIFACT_VERSION = 1
+ARTIFACT_VERSION = 2  # what this code writes when it needs to (see _artifact_version); it reads 1 and 2
 
 
-ARTIFACT_CODECS = CODEC_NAMES + ("rans",)
+ARTIFACT_READ_VERSIONS = (1, 2)
+
+
+ARTIFACT_CODECS = CODEC_NAMES + ("rans", "best")
+
+
+ARTIFACT_STREAMS = ("bits", "role")
+
+
+_ARTIFACT_V1_SCHEME = re.compile(r"^(fp32|fp16|bf16|raw|int8|int[2-8]_(lite|gptq))$")
+
+
+_ARTIFACT_SYM_KEYS = {"awq_q": "sym8", "lqer_a": "sym2", "lqer_b": "sym4"}
 
 
 _ARTIFACT_PREFIX = struct.Struct("<8sHI")  # magic, version, header length
@@ -1469,8 +1663,10 @@ class ArtifactError(ValueError):
     """A model artifact that is corrupt, truncated, foreign, or made for another tokenizer."""
 
 
-def _artifact_scheme_for(name: str, tensor: torch.Tensor, scheme: str, hessians, plan) -> str:
-    """Scheme of one tensor: the plan's choice; GPTQ without a Hessian falls back to lite."""
+def _artifact_scheme_for(name: str, tensor: torch.Tensor, scheme: str, hessians, plan, row_weights=None) -> str:
+    """Scheme of one tensor: the plan's choice; without a Hessian (or a 2-D shape) a GPTQ method
+    falls back to its round-to-nearest twin (gptq -> lite, sdgptq -> sd, fsgptq -> fs, hlqer ->
+    lqer); without row weights a Fisher-shaped method falls back to SDClip."""
     if plan is None:
         chosen = default_plan(name, tensor, scheme)
     elif callable(plan):
@@ -1480,41 +1676,54 @@ def _artifact_scheme_for(name: str, tensor: torch.Tensor, scheme: str, hessians,
     kind, bits = parse_scheme(chosen)
     if kind == "gptq" and (hessians is None or name not in hessians or tensor.ndim != 2):
         chosen = f"int{bits}_lite"
+    if kind in ("sdgptq", "fsgptq") and (hessians is None or name not in hessians or tensor.ndim != 2):
+        chosen = chosen.replace("gptq", "", 1)
+    if "+hlqer" in chosen and (hessians is None or name not in hessians):
+        chosen = chosen.replace("+hlqer", "+lqer")
+    if parse_scheme(chosen)[0] == "fs" and (row_weights is None or name not in row_weights):
+        chosen = chosen.replace("_fs_", "_sd_", 1)
     return chosen
 
 
 def quantize_state(state_dict: dict, scheme: str = "int8", hessians: dict | None = None,
-                   plan=None, device=None) -> dict[str, dict]:
+                   plan=None, device=None, row_weights: dict | None = None) -> dict[str, dict]:
     """Quantise every tensor of a state dict: name -> quantize_tensor entry (numpy arrays + meta).
     `plan`: None (default_plan), a callable (name, tensor, scheme) -> scheme, or a dict name ->
-    scheme (missing names use default_plan). `device`: where GPTQ runs (default CPU)."""
+    scheme (missing names use default_plan). `device`: where GPTQ runs (default CPU).
+    `row_weights`: name -> (rows,) output sensitivities for the Fisher-shaped methods."""
     if parse_scheme(scheme)[0] == "raw":
         raise ValueError("scheme 'raw' is for non-float tensors only; pick a float or int scheme")
     entries = {}
     for name, tensor in state_dict.items():
-        chosen = _artifact_scheme_for(name, tensor, scheme, hessians, plan)
-        H = hessians.get(name) if hessians is not None and chosen.endswith("_gptq") else None
-        entries[name] = quantize_tensor(tensor.detach().cpu(), chosen, H=H, device=device)
+        chosen = _artifact_scheme_for(name, tensor, scheme, hessians, plan, row_weights)
+        spec = parse_spec(chosen)
+        needs_h = spec["kind"].endswith("gptq") or spec["lqer_h"] or spec["awq"]
+        H = hessians.get(name) if hessians is not None and needs_h else None
+        g = row_weights.get(name) if row_weights is not None and spec["kind"].startswith("fs") else None
+        entries[name] = quantize_tensor(tensor.detach().cpu(), chosen, H=H, device=device, row_weight=g)
     return entries
 
 
-def _artifact_group_of(key: str, scheme: str) -> str:
-    """Symbols of each bit width get their own group ("sym6", "sym8"): one set of statistics each."""
-    if key == "q":
-        return f"sym{parse_scheme(scheme)[1]}"
-    return "scale" if key == "scale" else "float"
+def _artifact_group_of(key: str, scheme: str, role: str | None = None) -> str:
+    """Symbols of each bit width get their own group ("sym6", "sym8"): one set of statistics each;
+    with role streams, one per bit width and tensor role ("sym6.attn")."""
+    if key == "q" or key in _ARTIFACT_SYM_KEYS:
+        group = f"sym{parse_scheme(scheme)[1]}" if key == "q" else _ARTIFACT_SYM_KEYS[key]
+        return group if role is None else f"{group}.{role}"
+    return "scale" if key.endswith(("scale", "_as", "_bs")) else "float"
 
 
-def _artifact_layout(entries: dict) -> tuple[list, dict]:
+def _artifact_layout(entries: dict, streams: str = "bits") -> tuple[list, dict]:
     """Tensor table (without codec) and, per group, the list of arrays in payload order."""
     table, group_arrays, group_pos = [], {}, {}
     for name, e in entries.items():
         arrays = []
+        role = quant_role(name) if streams == "role" else None
         for key, arr in e["arrays"].items():
             arr = np.ascontiguousarray(arr)
             if arr.dtype.byteorder == ">":
                 arr = arr.astype(arr.dtype.newbyteorder("<"))
-            g = _artifact_group_of(key, e["scheme"])
+            g = _artifact_group_of(key, e["scheme"], role)
             arrays.append({"key": key, "dtype": arr.dtype.str, "shape": list(arr.shape), "group": g,
                            "offset": group_pos.get(g, 0), "nbytes": int(arr.nbytes)})
             group_arrays.setdefault(g, []).append(arr)
@@ -1525,7 +1734,10 @@ def _artifact_layout(entries: dict) -> tuple[list, dict]:
 
 
 def _artifact_encode_group(group: str, arrays: list, codec: str) -> tuple[bytes, str]:
-    """Coded bytes of one group and the codec used for it."""
+    """Coded bytes of one group and the codec used for it ("best": the smallest of all)."""
+    if codec == "best":
+        options = [_artifact_encode_group(group, arrays, c) for c in ("rans",) + CODEC_NAMES]
+        return min(options, key=lambda o: len(o[0]))
     if codec == "rans":
         if group.startswith("sym"):
             return rans_encode([a.reshape(a.shape[0], -1) if a.ndim >= 2 else a.reshape(1, -1)
@@ -1534,17 +1746,30 @@ def _artifact_encode_group(group: str, arrays: list, codec: str) -> tuple[bytes,
     return compress(b"".join(a.tobytes() for a in arrays), codec), codec
 
 
+def _artifact_version(table: list, streams: str, codec: str) -> int:
+    """1 when the file uses only what version-1 readers know, else 2."""
+    v1 = streams == "bits" and codec != "best" and all(_ARTIFACT_V1_SCHEME.match(t["scheme"]) for t in table)
+    return 1 if v1 else ARTIFACT_VERSION
+
+
 def save_artifact(path, state_dict: dict, *, model_config: dict, tokenizer_sha256: str,
                   scheme: str = "int8", codec: str = "zlib", hessians: dict | None = None,
-                  plan=None, device=None) -> int:
+                  plan=None, device=None, row_weights: dict | None = None, streams: str = "bits",
+                  entries: dict | None = None) -> int:
     """Quantise `state_dict` (see quantize_state), code it with `codec` (zlib, lzma, zstd, brotli,
-    rans) and write the artifact to `path` atomically. Returns the number of bytes written."""
+    rans, best) and write the artifact to `path` atomically. streams "role": symbol groups per
+    bit width and tensor role. `entries`: already quantised (quantize_state), skips quantising.
+    Returns the number of bytes written."""
     if codec not in ARTIFACT_CODECS:
         raise ValueError(f"unknown artifact codec {codec!r}: expected one of {ARTIFACT_CODECS}")
+    if streams not in ARTIFACT_STREAMS:
+        raise ValueError(f"unknown artifact streams {streams!r}: expected one of {ARTIFACT_STREAMS}")
     if not isinstance(tokenizer_sha256, str):
         raise ValueError("tokenizer_sha256 must be a hex string")
-    entries = quantize_state(state_dict, scheme, hessians, plan, device)
-    table, group_arrays = _artifact_layout(entries)
+    if entries is None:
+        entries = quantize_state(state_dict, scheme, hessians, plan, device, row_weights)
+    table, group_arrays = _artifact_layout(entries, streams)
+    version = _artifact_version(table, streams, codec)
     groups, blobs, offset = [], [], 0
     for g in sorted(group_arrays, key=lambda g: (not g.startswith("sym"), g)):
         blob, used = _artifact_encode_group(g, group_arrays[g], codec)
@@ -1555,7 +1780,7 @@ def save_artifact(path, state_dict: dict, *, model_config: dict, tokenizer_sha25
     group_codec = {gr["name"]: gr["codec"] for gr in groups}
     for t in table:  # the codec of the tensor's main array (its symbols, or its float values)
         t["codec"] = group_codec[t["arrays"][0]["group"]] if t["arrays"] else codec
-    header = {"format": "lila_golf.artifact", "version": ARTIFACT_VERSION,
+    header = {"format": "lila_golf.artifact", "version": version,
               "model_config": model_config, "tokenizer_sha256": tokenizer_sha256,
               "scheme": scheme, "codec": codec, "payload_bytes": offset, "groups": groups,
               "tensors": table, "num_params": int(sum(t.numel() for t in state_dict.values())),
@@ -1565,7 +1790,7 @@ def save_artifact(path, state_dict: dict, *, model_config: dict, tokenizer_sha25
         header_bytes = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
     except TypeError as exc:
         raise ValueError(f"model_config is not JSON-serialisable: {exc}") from exc
-    body = _ARTIFACT_PREFIX.pack(ARTIFACT_MAGIC, ARTIFACT_VERSION, len(header_bytes)) + header_bytes \
+    body = _ARTIFACT_PREFIX.pack(ARTIFACT_MAGIC, version, len(header_bytes)) + header_bytes \
         + b"".join(blobs)
     data = body + hashlib.sha256(body).digest()
     tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
@@ -1580,9 +1805,9 @@ def _artifact_parse_prefix(path, head: bytes, file_bytes: int) -> tuple[int, dic
     if len(head) < _ARTIFACT_PREFIX.size or head[:8] != ARTIFACT_MAGIC:
         raise ArtifactError(f"{path}: not a lila_golf artifact (bad magic bytes)")
     _, version, hlen = _ARTIFACT_PREFIX.unpack_from(head)
-    if version != ARTIFACT_VERSION:
+    if version not in ARTIFACT_READ_VERSIONS:
         raise ArtifactError(f"{path}: unsupported artifact format version {version} "
-                            f"(this code reads {ARTIFACT_VERSION})")
+                            f"(this code reads {ARTIFACT_READ_VERSIONS})")
     end = _ARTIFACT_PREFIX.size + hlen
     if end + _ARTIFACT_SHA_BYTES > file_bytes or len(head) < end:
         raise ArtifactError(f"{path}: truncated artifact ({file_bytes} bytes, header alone needs {end})")

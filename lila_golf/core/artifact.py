@@ -3,7 +3,7 @@
 File layout (all integers little endian):
 
     offset 0        8 bytes   magic b"LILAGOLF"
-    offset 8        u16       format version (1)
+    offset 8        u16       format version (1; 2 when a v2 feature below is used)
     offset 10       u32       header length H
     offset 14       H bytes   header, UTF-8 JSON (below)
     offset 14+H     P bytes   payload: the compressed groups, back to back
@@ -21,7 +21,12 @@ Header JSON:
                       "scale" (fp16 per-row scales), "float" (tensors kept as floats or raw).
                       Codec per group: the artifact codec (zlib, lzma, zstd, brotli); with codec
                       "rans" the sym groups are coded by lila_golf.core.codec.rans_encode and the
-                      other groups by lzma.
+                      other groups by lzma; with codec "best" each group by whichever of those
+                      codes it smallest.
+                      v2: streams "role" splits the sym groups by tensor role ("sym6.attn",
+                      "sym6.mlp", "sym7.embed", "sym6.other"); the v2 schemes (SDClip, Fisher-
+                      shaped, LQER, AWQ-lite: quant.py) add arrays: awq_q -> "sym8", lqer_a ->
+                      "sym2", lqer_b -> "sym4", their scales -> "scale", awq_cols -> "float".
     tensors           [{name, shape, dtype, scheme, codec, arrays: [{key, dtype, shape, group,
                       offset, nbytes}]}]: dtype is the original torch dtype; each array lies at
                       [offset, offset+nbytes) of its decoded group, numpy dtype string (e.g. "|i1",
@@ -40,17 +45,22 @@ Usage:
 import hashlib
 import json
 import os
+import re
 import struct
 
 import numpy as np
 import torch
 
 from .codec import CODEC_NAMES, CodecError, compress, decompress, rans_decode, rans_encode
-from .quant import default_plan, dequantize_tensor, parse_scheme, quantize_tensor, symbol_entropy_bits
+from .quant import default_plan, dequantize_tensor, parse_scheme, parse_spec, quant_role, quantize_tensor, symbol_entropy_bits
 
 ARTIFACT_MAGIC = b"LILAGOLF"
-ARTIFACT_VERSION = 1
-ARTIFACT_CODECS = CODEC_NAMES + ("rans",)
+ARTIFACT_VERSION = 2  # what this code writes when it needs to (see _artifact_version); it reads 1 and 2
+ARTIFACT_READ_VERSIONS = (1, 2)
+ARTIFACT_CODECS = CODEC_NAMES + ("rans", "best")
+ARTIFACT_STREAMS = ("bits", "role")
+_ARTIFACT_V1_SCHEME = re.compile(r"^(fp32|fp16|bf16|raw|int8|int[2-8]_(lite|gptq))$")
+_ARTIFACT_SYM_KEYS = {"awq_q": "sym8", "lqer_a": "sym2", "lqer_b": "sym4"}
 _ARTIFACT_PREFIX = struct.Struct("<8sHI")  # magic, version, header length
 _ARTIFACT_SHA_BYTES = 32
 _ARTIFACT_RANS_SIDE_CODEC = "lzma"
@@ -60,8 +70,10 @@ class ArtifactError(ValueError):
     """A model artifact that is corrupt, truncated, foreign, or made for another tokenizer."""
 
 
-def _artifact_scheme_for(name: str, tensor: torch.Tensor, scheme: str, hessians, plan) -> str:
-    """Scheme of one tensor: the plan's choice; GPTQ without a Hessian falls back to lite."""
+def _artifact_scheme_for(name: str, tensor: torch.Tensor, scheme: str, hessians, plan, row_weights=None) -> str:
+    """Scheme of one tensor: the plan's choice; without a Hessian (or a 2-D shape) a GPTQ method
+    falls back to its round-to-nearest twin (gptq -> lite, sdgptq -> sd, fsgptq -> fs, hlqer ->
+    lqer); without row weights a Fisher-shaped method falls back to SDClip."""
     if plan is None:
         chosen = default_plan(name, tensor, scheme)
     elif callable(plan):
@@ -71,49 +83,62 @@ def _artifact_scheme_for(name: str, tensor: torch.Tensor, scheme: str, hessians,
     kind, bits = parse_scheme(chosen)
     if kind == "gptq" and (hessians is None or name not in hessians or tensor.ndim != 2):
         chosen = f"int{bits}_lite"
+    if kind in ("sdgptq", "fsgptq") and (hessians is None or name not in hessians or tensor.ndim != 2):
+        chosen = chosen.replace("gptq", "", 1)
+    if "+hlqer" in chosen and (hessians is None or name not in hessians):
+        chosen = chosen.replace("+hlqer", "+lqer")
+    if parse_scheme(chosen)[0] == "fs" and (row_weights is None or name not in row_weights):
+        chosen = chosen.replace("_fs_", "_sd_", 1)
     return chosen
 
 
 def quantize_state(state_dict: dict, scheme: str = "int8", hessians: dict | None = None,
-                   plan=None, device=None) -> dict[str, dict]:
+                   plan=None, device=None, row_weights: dict | None = None) -> dict[str, dict]:
     """Quantise every tensor of a state dict: name -> quantize_tensor entry (numpy arrays + meta).
     `plan`: None (default_plan), a callable (name, tensor, scheme) -> scheme, or a dict name ->
-    scheme (missing names use default_plan). `device`: where GPTQ runs (default CPU)."""
+    scheme (missing names use default_plan). `device`: where GPTQ runs (default CPU).
+    `row_weights`: name -> (rows,) output sensitivities for the Fisher-shaped methods."""
     if parse_scheme(scheme)[0] == "raw":
         raise ValueError("scheme 'raw' is for non-float tensors only; pick a float or int scheme")
     entries = {}
     for name, tensor in state_dict.items():
-        chosen = _artifact_scheme_for(name, tensor, scheme, hessians, plan)
-        H = hessians.get(name) if hessians is not None and chosen.endswith("_gptq") else None
-        entries[name] = quantize_tensor(tensor.detach().cpu(), chosen, H=H, device=device)
+        chosen = _artifact_scheme_for(name, tensor, scheme, hessians, plan, row_weights)
+        spec = parse_spec(chosen)
+        needs_h = spec["kind"].endswith("gptq") or spec["lqer_h"] or spec["awq"]
+        H = hessians.get(name) if hessians is not None and needs_h else None
+        g = row_weights.get(name) if row_weights is not None and spec["kind"].startswith("fs") else None
+        entries[name] = quantize_tensor(tensor.detach().cpu(), chosen, H=H, device=device, row_weight=g)
     return entries
 
 
 def quantized_state(state_dict: dict, scheme: str = "int8", hessians: dict | None = None,
-                    plan=None, device=None) -> dict[str, torch.Tensor]:
+                    plan=None, device=None, row_weights: dict | None = None) -> dict[str, torch.Tensor]:
     """In-memory quantise + dequantise: exactly the tensors load_artifact returns for the same
     arguments to save_artifact (float32; "raw" tensors keep their dtype)."""
-    entries = quantize_state(state_dict, scheme, hessians, plan, device)
+    entries = quantize_state(state_dict, scheme, hessians, plan, device, row_weights)
     return {k: dequantize_tensor(e) for k, e in entries.items()}
 
 
-def _artifact_group_of(key: str, scheme: str) -> str:
-    """Symbols of each bit width get their own group ("sym6", "sym8"): one set of statistics each."""
-    if key == "q":
-        return f"sym{parse_scheme(scheme)[1]}"
-    return "scale" if key == "scale" else "float"
+def _artifact_group_of(key: str, scheme: str, role: str | None = None) -> str:
+    """Symbols of each bit width get their own group ("sym6", "sym8"): one set of statistics each;
+    with role streams, one per bit width and tensor role ("sym6.attn")."""
+    if key == "q" or key in _ARTIFACT_SYM_KEYS:
+        group = f"sym{parse_scheme(scheme)[1]}" if key == "q" else _ARTIFACT_SYM_KEYS[key]
+        return group if role is None else f"{group}.{role}"
+    return "scale" if key.endswith(("scale", "_as", "_bs")) else "float"
 
 
-def _artifact_layout(entries: dict) -> tuple[list, dict]:
+def _artifact_layout(entries: dict, streams: str = "bits") -> tuple[list, dict]:
     """Tensor table (without codec) and, per group, the list of arrays in payload order."""
     table, group_arrays, group_pos = [], {}, {}
     for name, e in entries.items():
         arrays = []
+        role = quant_role(name) if streams == "role" else None
         for key, arr in e["arrays"].items():
             arr = np.ascontiguousarray(arr)
             if arr.dtype.byteorder == ">":
                 arr = arr.astype(arr.dtype.newbyteorder("<"))
-            g = _artifact_group_of(key, e["scheme"])
+            g = _artifact_group_of(key, e["scheme"], role)
             arrays.append({"key": key, "dtype": arr.dtype.str, "shape": list(arr.shape), "group": g,
                            "offset": group_pos.get(g, 0), "nbytes": int(arr.nbytes)})
             group_arrays.setdefault(g, []).append(arr)
@@ -124,7 +149,10 @@ def _artifact_layout(entries: dict) -> tuple[list, dict]:
 
 
 def _artifact_encode_group(group: str, arrays: list, codec: str) -> tuple[bytes, str]:
-    """Coded bytes of one group and the codec used for it."""
+    """Coded bytes of one group and the codec used for it ("best": the smallest of all)."""
+    if codec == "best":
+        options = [_artifact_encode_group(group, arrays, c) for c in ("rans",) + CODEC_NAMES]
+        return min(options, key=lambda o: len(o[0]))
     if codec == "rans":
         if group.startswith("sym"):
             return rans_encode([a.reshape(a.shape[0], -1) if a.ndim >= 2 else a.reshape(1, -1)
@@ -133,17 +161,30 @@ def _artifact_encode_group(group: str, arrays: list, codec: str) -> tuple[bytes,
     return compress(b"".join(a.tobytes() for a in arrays), codec), codec
 
 
+def _artifact_version(table: list, streams: str, codec: str) -> int:
+    """1 when the file uses only what version-1 readers know, else 2."""
+    v1 = streams == "bits" and codec != "best" and all(_ARTIFACT_V1_SCHEME.match(t["scheme"]) for t in table)
+    return 1 if v1 else ARTIFACT_VERSION
+
+
 def save_artifact(path, state_dict: dict, *, model_config: dict, tokenizer_sha256: str,
                   scheme: str = "int8", codec: str = "zlib", hessians: dict | None = None,
-                  plan=None, device=None) -> int:
+                  plan=None, device=None, row_weights: dict | None = None, streams: str = "bits",
+                  entries: dict | None = None) -> int:
     """Quantise `state_dict` (see quantize_state), code it with `codec` (zlib, lzma, zstd, brotli,
-    rans) and write the artifact to `path` atomically. Returns the number of bytes written."""
+    rans, best) and write the artifact to `path` atomically. streams "role": symbol groups per
+    bit width and tensor role. `entries`: already quantised (quantize_state), skips quantising.
+    Returns the number of bytes written."""
     if codec not in ARTIFACT_CODECS:
         raise ValueError(f"unknown artifact codec {codec!r}: expected one of {ARTIFACT_CODECS}")
+    if streams not in ARTIFACT_STREAMS:
+        raise ValueError(f"unknown artifact streams {streams!r}: expected one of {ARTIFACT_STREAMS}")
     if not isinstance(tokenizer_sha256, str):
         raise ValueError("tokenizer_sha256 must be a hex string")
-    entries = quantize_state(state_dict, scheme, hessians, plan, device)
-    table, group_arrays = _artifact_layout(entries)
+    if entries is None:
+        entries = quantize_state(state_dict, scheme, hessians, plan, device, row_weights)
+    table, group_arrays = _artifact_layout(entries, streams)
+    version = _artifact_version(table, streams, codec)
     groups, blobs, offset = [], [], 0
     for g in sorted(group_arrays, key=lambda g: (not g.startswith("sym"), g)):
         blob, used = _artifact_encode_group(g, group_arrays[g], codec)
@@ -154,7 +195,7 @@ def save_artifact(path, state_dict: dict, *, model_config: dict, tokenizer_sha25
     group_codec = {gr["name"]: gr["codec"] for gr in groups}
     for t in table:  # the codec of the tensor's main array (its symbols, or its float values)
         t["codec"] = group_codec[t["arrays"][0]["group"]] if t["arrays"] else codec
-    header = {"format": "lila_golf.artifact", "version": ARTIFACT_VERSION,
+    header = {"format": "lila_golf.artifact", "version": version,
               "model_config": model_config, "tokenizer_sha256": tokenizer_sha256,
               "scheme": scheme, "codec": codec, "payload_bytes": offset, "groups": groups,
               "tensors": table, "num_params": int(sum(t.numel() for t in state_dict.values())),
@@ -164,7 +205,7 @@ def save_artifact(path, state_dict: dict, *, model_config: dict, tokenizer_sha25
         header_bytes = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
     except TypeError as exc:
         raise ValueError(f"model_config is not JSON-serialisable: {exc}") from exc
-    body = _ARTIFACT_PREFIX.pack(ARTIFACT_MAGIC, ARTIFACT_VERSION, len(header_bytes)) + header_bytes \
+    body = _ARTIFACT_PREFIX.pack(ARTIFACT_MAGIC, version, len(header_bytes)) + header_bytes \
         + b"".join(blobs)
     data = body + hashlib.sha256(body).digest()
     tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
@@ -179,9 +220,9 @@ def _artifact_parse_prefix(path, head: bytes, file_bytes: int) -> tuple[int, dic
     if len(head) < _ARTIFACT_PREFIX.size or head[:8] != ARTIFACT_MAGIC:
         raise ArtifactError(f"{path}: not a lila_golf artifact (bad magic bytes)")
     _, version, hlen = _ARTIFACT_PREFIX.unpack_from(head)
-    if version != ARTIFACT_VERSION:
+    if version not in ARTIFACT_READ_VERSIONS:
         raise ArtifactError(f"{path}: unsupported artifact format version {version} "
-                            f"(this code reads {ARTIFACT_VERSION})")
+                            f"(this code reads {ARTIFACT_READ_VERSIONS})")
     end = _ARTIFACT_PREFIX.size + hlen
     if end + _ARTIFACT_SHA_BYTES > file_bytes or len(head) < end:
         raise ArtifactError(f"{path}: truncated artifact ({file_bytes} bytes, header alone needs {end})")

@@ -15,6 +15,18 @@ Schemes (`quantize_tensor(w, scheme)`):
                         smallest row MSE among QUANT_CLIP_RATIOS
     int{2..8}_gptq      GPTQ with a Hessian H = X^T X of the layer input; per row the clip with the
                         smallest Hessian-weighted error among QUANT_GPTQ_CLIP_RATIOS
+    int{b}_sd_k{k}      SDClip (record #1855): s_r = k * std(row_r) / qmax, round to nearest
+    int{b}_sdgptq_k{k}  SDClip scales, then GPTQ with them
+    int{b}_fs_k{k}      Fisher-shaped steps: s_r = k * std(W) / qmax * sqrt(mean(g) / g_r), g_r the
+                        row's output sensitivity (`row_weight`, see bitalloc.calibrate); equal
+                        loss-weighted error per row instead of SDClip's equal relative error
+    int{b}_fsgptq_k{k}  the same scales, then GPTQ
+  suffixes, in this order (any integer method):
+    +lqer{r} / +hlqer{r}  LQER: a rank-r factorisation A B of the quantisation error added back at
+                        dequantisation, A (rows, r) int2 with one scale, B (r, cols) int4 with one scale
+                        per 64 columns; lqer = plain SVD, hlqer = SVD in the H-weighted norm
+    +awq{n}             AWQ-lite: the n most salient input columns (diag(H)_c * |W_:c|^2) in int8
+                        with their own row scale, inside the GPTQ solve; the rest at b bits
 
 Usage:
     H = collect_hessians(model, batches)["blocks.0.mlp.fc.weight"]
@@ -38,22 +50,38 @@ QUANT_EMBED_PATTERNS = ("tok_emb", "embed", "wte", "lm_head", "bigram", "value_e
 QUANT_CLIP_RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6)
 QUANT_GPTQ_CLIP_RATIOS = (1.0, 0.9, 0.8, 0.7)
 QUANT_FLOAT_SCHEMES = ("fp32", "fp16", "bf16")
-_QUANT_INT_RE = re.compile(r"^int([2-8])_(lite|gptq)$")
+QUANT_ROLE_EMBED_PATTERNS = ("tok_emb", "embed", "wte", "lm_head")
+_QUANT_INT_RE = re.compile(r"^int([2-8])_(lite|gptq|sd|sdgptq|fs|fsgptq)(?:_k(\d+(?:\.\d+)?))?"
+                           r"(?:\+(h?)lqer([1-9]\d?))?(?:\+awq([1-9]\d*))?$")
+QUANT_K_METHODS = ("sd", "sdgptq", "fs", "fsgptq")  # methods whose scale is k * std / qmax
+QUANT_LQER_GROUP = 64  # columns per B scale (record #1855)
+QUANT_FS_MAX_SHAPE = 8.0  # Fisher shaping moves a row's step at most 8x either way
 
 
 def parse_scheme(scheme: str) -> tuple[str, int]:
-    """Return (kind, bits): kind in {"float", "raw", "int8", "lite", "gptq"}; bits 0 for non-int."""
+    """Return (kind, bits): kind "float", "raw", "int8" or the integer method ("lite", "gptq",
+    "sd", "sdgptq", "fs", "fsgptq"); bits 0 for non-int."""
+    spec = parse_spec(scheme)
+    return spec["kind"], spec["bits"]
+
+
+def parse_spec(scheme: str) -> dict:
+    """Every field of a scheme string: kind, bits, k (SDClip/Fisher multiplier or None), lqer (rank,
+    0 = off), lqer_h (H-weighted LQER), awq (salient columns, 0 = off). See the module doc."""
+    spec = {"kind": scheme, "bits": 0, "k": None, "lqer": 0, "lqer_h": False, "awq": 0}
     if scheme in QUANT_FLOAT_SCHEMES:
-        return "float", 0
+        return {**spec, "kind": "float"}
     if scheme == "raw":
-        return "raw", 0
+        return spec
     if scheme == "int8":
-        return "int8", 8
+        return {**spec, "bits": 8}
     m = _QUANT_INT_RE.match(scheme)
-    if m is None:
+    if m is None or (m.group(3) is None) == (m.group(2) in QUANT_K_METHODS):
         raise ValueError(f"unknown quantisation scheme {scheme!r}: expected one of "
-                         f"{QUANT_FLOAT_SCHEMES + ('raw', 'int8')} or int<2..8>_lite / int<2..8>_gptq")
-    return m.group(2), int(m.group(1))
+                         f"{QUANT_FLOAT_SCHEMES + ('raw', 'int8')}, int<2..8>_lite / _gptq, or "
+                         f"int<2..8>_sd|sdgptq|fs|fsgptq_k<k>, optionally +lqer<r> / +hlqer<r>, +awq<n>")
+    return {"kind": m.group(2), "bits": int(m.group(1)), "k": None if m.group(3) is None else float(m.group(3)),
+            "lqer": int(m.group(5) or 0), "lqer_h": m.group(4) == "h", "awq": int(m.group(6) or 0)}
 
 
 def _quant_rows(w: torch.Tensor) -> torch.Tensor:
@@ -120,21 +148,25 @@ def _gptq_prepare(H: torch.Tensor, cols: int, damp: float, act_order: bool):
 
 
 def _gptq_core(W: torch.Tensor, Hinv: torch.Tensor, scale: torch.Tensor, qmax: int,
-               block_size: int) -> torch.Tensor:
-    """GPTQ column loop on permuted W (R, C) float32 with upper-Cholesky Hinv (C, C) -> q (R, C)."""
+               block_size: int, hi=None) -> torch.Tensor:
+    """GPTQ column loop on permuted W (R, C) float32 with upper-Cholesky Hinv (C, C) -> q (R, C).
+    hi: None, or (per permuted column a bool, scale (R,)): the True columns use that scale and
+    qmax 127 (AWQ-lite salient columns)."""
     W = W.clone()
     R, C = W.shape
     Q = torch.zeros(R, C, dtype=torch.int8, device=W.device)
     s = scale.float()[:, None]  # (R, 1)
+    s_hi = hi[1].float()[:, None] if hi is not None else None
     for i1 in range(0, C, block_size):
         i2 = min(i1 + block_size, C)
         W1, Hinv1 = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
         Err1 = torch.zeros_like(W1)
         for i in range(i2 - i1):
             w = W1[:, i:i + 1]  # (R, 1)
-            q = torch.clamp(torch.round(w / s), -qmax, qmax)
+            si, qm = (s_hi, 127) if hi is not None and hi[0][i1 + i] else (s, qmax)
+            q = torch.clamp(torch.round(w / si), -qm, qm)
             Q[:, i1 + i] = q[:, 0].to(torch.int8)
-            err = (w - q * s) / Hinv1[i, i]
+            err = (w - q * si) / Hinv1[i, i]
             # spread this column's rounding error over the not-yet-quantised columns of the block
             W1[:, i:] -= err @ Hinv1[i:i + 1, i:]
             Err1[:, i:i + 1] = err
@@ -144,28 +176,30 @@ def _gptq_core(W: torch.Tensor, Hinv: torch.Tensor, scale: torch.Tensor, qmax: i
 
 def gptq_quantize(w: torch.Tensor, H: torch.Tensor, bits: int = 6, block_size: int = 128,
                   damp: float = 0.01, act_order: bool = True, scale: torch.Tensor | None = None,
-                  clip_ratios=QUANT_GPTQ_CLIP_RATIOS) -> tuple[torch.Tensor, torch.Tensor]:
+                  clip_ratios=QUANT_GPTQ_CLIP_RATIOS, hi_cols=None, hi_scale=None) -> tuple[torch.Tensor, torch.Tensor]:
     """GPTQ (Frantar et al.): quantise W (rows, cols) column by column, compensating each rounding
     error on the remaining columns through the Cholesky factor of the inverse Hessian H = X^T X
     (cols, cols). Returns (q int8 (rows, cols), scale fp16 (rows,)). With `scale` given (fp16 per
     row) it is used as is; otherwise each row takes, among `clip_ratios` of its absmax, the clip
-    whose GPTQ result has the least output error (dW H dW^T)_rr.
+    whose GPTQ result has the least output error (dW H dW^T)_rr. hi_cols (long) with hi_scale
+    (fp16 (rows,)): those columns are quantised in int8 with hi_scale instead (AWQ-lite).
     """
     if w.ndim != 2:
         raise ValueError(f"gptq_quantize expects a 2-D weight, got shape {tuple(w.shape)}")
+    args = (w, H, bits, block_size, damp, act_order, scale, clip_ratios, hi_cols, hi_scale)
     if w.device.type != "cpu":
-        return _gptq_quantize_rows(w, H, bits, block_size, damp, act_order, scale, clip_ratios)
+        return _gptq_quantize_rows(*args)
     # on CPU, one thread: the column loop is thousands of small ops where extra threads only add
     # synchronisation (measured 10-20x slower with 2 threads on a busy 2-core machine)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _gptq_quantize_rows(w, H, bits, block_size, damp, act_order, scale, clip_ratios)
+        return _gptq_quantize_rows(*args)
     finally:
         torch.set_num_threads(threads)
 
 
-def _gptq_quantize_rows(w, H, bits, block_size, damp, act_order, scale, clip_ratios):
+def _gptq_quantize_rows(w, H, bits, block_size, damp, act_order, scale, clip_ratios, hi_cols, hi_scale):
     """gptq_quantize's body (see there)."""
     qmax = 2 ** (bits - 1) - 1
     R, C = w.shape
@@ -175,25 +209,34 @@ def _gptq_quantize_rows(w, H, bits, block_size, damp, act_order, scale, clip_rat
     W[:, dead] = 0.0
     Wp = W[:, perm]
     inv_perm = torch.argsort(perm)
+    hi = None
+    if hi_cols is not None:
+        mask = torch.zeros(C, dtype=torch.bool)
+        mask[hi_cols.cpu()] = True
+        hi = (mask[perm.cpu()].tolist(), hi_scale.to(w.device).half())
     if scale is not None:
         scale = scale.to(w.device).half()
-        return _gptq_core(Wp, Hinv, scale, qmax, block_size)[:, inv_perm], scale
+        return _gptq_core(Wp, Hinv, scale, qmax, block_size, hi)[:, inv_perm], scale
     absmax = W.abs().amax(dim=1)
     scales = [_quant_fp16_scale(absmax * r, qmax) for r in clip_ratios]
     # rows are independent in GPTQ: run all clip candidates as one stacked (K*R, C) problem
-    Qs = _gptq_core(Wp.repeat(len(scales), 1), Hinv, torch.cat(scales), qmax, block_size)
+    hi_k = None if hi is None else (hi[0], hi[1].repeat(len(scales)))
+    Qs = _gptq_core(Wp.repeat(len(scales), 1), Hinv, torch.cat(scales), qmax, block_size, hi_k)
     Qs = Qs[:, inv_perm].reshape(len(scales), R, C)
     Hd, Wd = H.detach().double(), W.double()
-    errs = torch.stack([_gptq_row_error(Wd, Qs[k], scales[k], Hd) for k in range(len(scales))])
+    errs = torch.stack([_gptq_row_error(Wd, Qs[k], scales[k], Hd, hi_cols, hi_scale) for k in range(len(scales))])
     best = errs.argmin(dim=0)  # (R,)
     rows = torch.arange(R, device=w.device)
     return Qs[best, rows], torch.stack(scales)[best, rows]
 
 
 def _gptq_row_error(W: torch.Tensor, q: torch.Tensor, scale16: torch.Tensor,
-                    H: torch.Tensor) -> torch.Tensor:
+                    H: torch.Tensor, hi_cols=None, hi_scale=None) -> torch.Tensor:
     """Per-row output error (dW H dW^T)_rr, dW = W - q*s: (R,) float64."""
-    dW = W - q.double() * scale16.double()[:, None]
+    deq = q.double() * scale16.double()[:, None]
+    if hi_cols is not None:
+        deq[:, hi_cols] = q[:, hi_cols].double() * hi_scale.to(q.device).double()[:, None]
+    dW = W - deq
     return ((dW @ H) * dW).sum(dim=1)
 
 
@@ -241,13 +284,17 @@ def _quant_torch_dtype_name(t: torch.Tensor) -> str:
 
 
 def quantize_tensor(w: torch.Tensor, scheme: str, H: torch.Tensor | None = None,
-                    device=None) -> dict:
+                    device=None, row_weight: torch.Tensor | None = None) -> dict:
     """Quantise one tensor. Returns {"scheme", "shape", "dtype", "arrays": {key: np.ndarray}}:
-    float schemes store "w"; integer schemes store "q" (int8, (rows, cols)) and "scale" (fp16, rows).
-    int*_gptq needs H (cols, cols) and raises ValueError without it; GPTQ runs on `device`
-    (default: the CPU), e.g. "cuda" to keep calibration inside the training clock.
+    float schemes store "w"; integer schemes store "q" (int8, (rows, cols)) and "scale" (fp16, rows),
+    AWQ-lite adds "awq_cols" (u16), "awq_q" (int8 (rows, n)), "awq_scale" (fp16) and takes those
+    columns out of "q"; LQER adds "lqer_a", "lqer_as", "lqer_b", "lqer_bs" (lqer_factors).
+    GPTQ methods need H (cols, cols) and raise ValueError without it; GPTQ runs on `device`
+    (default: the CPU), e.g. "cuda" to keep calibration inside the training clock. Fisher-shaped
+    methods need row_weight (rows,), the rows' output sensitivities.
     """
-    kind, bits = parse_scheme(scheme)
+    spec = parse_spec(scheme)
+    kind, bits = spec["kind"], spec["bits"]
     meta = {"scheme": scheme, "shape": list(w.shape), "dtype": _quant_torch_dtype_name(w)}
     if kind == "raw":
         arr = w.detach().cpu().numpy().copy()
@@ -258,13 +305,125 @@ def quantize_tensor(w: torch.Tensor, scheme: str, H: torch.Tensor | None = None,
         return {**meta, "arrays": {"w": _quant_float_array(w, scheme)}}
     if kind == "int8":
         q, s = quantize_int8_rows(w)
-    elif kind == "lite":
-        q, s = quantize_lite_rows(w, bits)
+        return {**meta, "arrays": {"q": q.cpu().numpy(), "scale": s.cpu().numpy()}}
+    if kind.endswith("gptq") and H is None:
+        raise ValueError(f"scheme {scheme!r} needs a Hessian H (collect_hessians)")
+    rows = _quant_rows(w)
+    arrays = _quant_int_arrays(rows, spec, H, device, row_weight)
+    if spec["lqer"]:
+        residual = rows - _quant_int_dequant(arrays, rows.shape[1])
+        arrays.update(lqer_factors(residual, spec["lqer"], H if spec["lqer_h"] else None))
+    return {**meta, "arrays": arrays}
+
+
+def _quant_int_arrays(rows: torch.Tensor, spec: dict, H, device, row_weight) -> dict:
+    """q/scale arrays (and the AWQ-lite split) of an integer method: see quantize_tensor."""
+    bits, qmax = spec["bits"], 2 ** (spec["bits"] - 1) - 1
+    scale = None if spec["k"] is None else quant_k_scale(rows, spec, row_weight)
+    cols = hi_scale = None
+    if spec["awq"]:
+        cols = awq_salient_columns(rows, H, spec["awq"])
+        hi_scale = _quant_fp16_scale(rows[:, cols].abs().amax(dim=1), 127)
+    if spec["kind"].endswith("gptq"):
+        dev = device or "cpu"
+        q, s = gptq_quantize(rows.to(dev), H.to(dev), bits=bits, scale=scale, hi_cols=cols, hi_scale=hi_scale)
+        q, s = q.cpu(), s.cpu()
     else:
-        if H is None:
-            raise ValueError(f"scheme {scheme!r} needs a Hessian H (collect_hessians)")
-        q, s = gptq_quantize(_quant_rows(w).to(device or "cpu"), H.to(device or "cpu"), bits=bits)
-    return {**meta, "arrays": {"q": q.cpu().numpy(), "scale": s.cpu().numpy()}}
+        rest = rows if cols is None else rows[:, _quant_rest_mask(rows.shape[1], cols)]
+        q_rest, s = quantize_lite_rows(rest, bits) if scale is None else (_quant_rtn(rest, scale, qmax), scale)
+        q = q_rest if cols is None else _quant_merge_cols(q_rest, _quant_rtn(rows[:, cols], hi_scale, 127), cols)
+    if cols is None:
+        return {"q": q.numpy(), "scale": s.numpy()}
+    mask = _quant_rest_mask(rows.shape[1], cols)
+    return {"q": q[:, mask].numpy(), "scale": s.numpy(), "awq_cols": cols.numpy().astype(np.uint16),
+            "awq_q": q[:, cols].numpy(), "awq_scale": hi_scale.numpy()}
+
+
+def quant_k_scale(rows: torch.Tensor, spec: dict, row_weight=None) -> torch.Tensor:
+    """fp16 row scales of the k methods. SDClip: k * std(row) / qmax. Fisher-shaped: k * std(W) /
+    qmax * sqrt(mean(g) / g_r), the shaping clamped to [1/8, 8]."""
+    qmax = 2 ** (spec["bits"] - 1) - 1
+    if spec["kind"] in ("sd", "sdgptq"):
+        return _quant_fp16_scale(spec["k"] * rows.std(dim=1, correction=0), qmax)
+    if row_weight is None or row_weight.numel() != rows.shape[0]:
+        raise ValueError(f"Fisher-shaped scheme {spec['kind']!r} needs row_weight with one value per row "
+                         f"({rows.shape[0]}), got {None if row_weight is None else tuple(row_weight.shape)}")
+    g = row_weight.detach().double().cpu().clamp_min(1e-30)
+    shape = (g.mean() / g).sqrt().clamp(1 / QUANT_FS_MAX_SHAPE, QUANT_FS_MAX_SHAPE).float()
+    return _quant_fp16_scale(spec["k"] * rows.std(correction=0) * shape, qmax)
+
+
+def awq_salient_columns(rows: torch.Tensor, H: torch.Tensor | None, n: int) -> torch.Tensor:
+    """The n input columns with the largest diag(H)_c * sum_r W_rc^2 (|W_:c|^2 without H), sorted."""
+    if n >= rows.shape[1]:
+        raise ValueError(f"AWQ-lite: {n} salient columns of a matrix with only {rows.shape[1]} columns")
+    salience = rows.double().pow(2).sum(dim=0)
+    if H is not None:
+        salience = salience * torch.diagonal(H).double().cpu()
+    return torch.sort(torch.topk(salience, n).indices).values
+
+
+def _quant_rest_mask(cols: int, hi_cols: torch.Tensor) -> torch.Tensor:
+    mask = torch.ones(cols, dtype=torch.bool)
+    mask[hi_cols] = False
+    return mask
+
+
+def _quant_merge_cols(q_rest: torch.Tensor, q_hi: torch.Tensor, hi_cols: torch.Tensor) -> torch.Tensor:
+    """Put the salient columns back between the others: (R, C - n) + (R, n) -> (R, C)."""
+    C = q_rest.shape[1] + q_hi.shape[1]
+    out = torch.empty(q_rest.shape[0], C, dtype=q_rest.dtype)
+    out[:, _quant_rest_mask(C, hi_cols)] = q_rest
+    out[:, hi_cols] = q_hi
+    return out
+
+
+def lqer_factors(E: torch.Tensor, rank: int, H: torch.Tensor | None = None,
+                 group: int = QUANT_LQER_GROUP) -> dict:
+    """LQER: E (R, C) ~ A B with A (R, r) int2 ({-1, 0, 1}) and one fp16 scale, B (r, C) int4 with
+    one fp16 scale per `group` columns. A spans the top-r left singular vectors of E (of E L,
+    H = L L^T, when H is given: the output-error norm); B is refitted to the quantised A by least
+    squares (the same B in either norm), then quantised. Arrays lqer_a, lqer_as, lqer_b, lqer_bs."""
+    R, C = E.shape
+    rank = min(rank, R, C)
+    Ed = E.detach().double().cpu()
+    target = Ed
+    if H is not None:
+        Hd = H.detach().double().cpu()
+        target = Ed @ torch.linalg.cholesky(Hd + 0.01 * Hd.diagonal().mean() * torch.eye(C, dtype=Hd.dtype))
+    U = torch.linalg.svd(target, full_matrices=False)[0][:, :rank]  # (R, r), orthonormal columns
+    a_q, a_s = _lqer_ternary(U)
+    A = a_q.double() * a_s.double()
+    B = torch.linalg.lstsq(A, Ed, driver="gelsd").solution if A.abs().sum() > 0 else torch.zeros(rank, C, dtype=Ed.dtype)
+    pad = -C % group
+    Bg = torch.nn.functional.pad(B, (0, pad)).reshape(rank, -1, group)  # (r, groups, group)
+    b_s = _quant_fp16_scale(Bg.abs().amax(dim=2).reshape(-1).float(), 7).reshape(rank, -1)
+    b_q = torch.clamp(torch.round(Bg / b_s.double()[:, :, None]), -7, 7).reshape(rank, -1)[:, :C]
+    return {"lqer_a": a_q.to(torch.int8).numpy(), "lqer_as": a_s.reshape(1).numpy(),
+            "lqer_b": b_q.to(torch.int8).numpy(), "lqer_bs": b_s.numpy()}
+
+
+def _lqer_ternary(U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ternary U ~ s * t, t in {-1, 0, 1}, one fp16 scale s chosen from a grid by squared error."""
+    rms = U.pow(2).mean().sqrt().float()
+    best = None
+    for c in (0.6, 0.8, 1.0, 1.2, 1.4, 1.7, 2.0):
+        s16 = _quant_fp16_scale(rms.reshape(1) * c, 1)
+        t = torch.clamp(torch.round(U.float() / s16.float()), -1, 1)
+        err = float((t * s16.float() - U.float()).pow(2).sum())
+        if best is None or err < best[0]:
+            best = (err, t, s16)
+    return best[1], best[2]
+
+
+def lqer_product(arrays: dict, cols: int) -> torch.Tensor:
+    """Dequantised A B (R, cols) float32 from the lqer_* arrays."""
+    a = torch.from_numpy(np.array(arrays["lqer_a"])).float() * torch.from_numpy(np.array(arrays["lqer_as"])).float()
+    b = torch.from_numpy(np.array(arrays["lqer_b"])).float()
+    bs = torch.from_numpy(np.array(arrays["lqer_bs"])).float()
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0] or b.shape[1] != cols or bs.shape[0] != b.shape[0]:
+        raise ValueError(f"LQER factors of shapes {tuple(a.shape)} x {tuple(b.shape)} do not make (rows, {cols})")
+    return a @ (b * bs.repeat_interleave(QUANT_LQER_GROUP, dim=1)[:, :cols])
 
 
 def _quant_float_array(w: torch.Tensor, scheme: str) -> np.ndarray:
@@ -290,9 +449,36 @@ def dequantize_tensor(entry: dict) -> torch.Tensor:
         else:
             t = torch.from_numpy(np.array(w))
         return t.float().reshape(shape)
-    q = torch.from_numpy(np.array(arrays["q"])).float()
-    s = torch.from_numpy(np.array(arrays["scale"])).float()
-    return (q * s[:, None]).reshape(shape)
+    if "awq_cols" not in arrays and "lqer_a" not in arrays:
+        q = torch.from_numpy(np.array(arrays["q"])).float()
+        s = torch.from_numpy(np.array(arrays["scale"])).float()
+        return (q * s[:, None]).reshape(shape)
+    cols = math.prod(shape[1:]) if len(shape) >= 2 else math.prod(shape)
+    return _quant_int_dequant(arrays, cols).reshape(shape)
+
+
+def _quant_int_dequant(arrays: dict, cols: int) -> torch.Tensor:
+    """(R, cols) float32 from integer arrays: q * scale, the AWQ-lite columns, + the LQER term."""
+    W = torch.from_numpy(np.array(arrays["q"])).float() * torch.from_numpy(np.array(arrays["scale"])).float()[:, None]
+    if "awq_cols" in arrays:
+        hi = torch.from_numpy(np.array(arrays["awq_cols"]).astype(np.int64))
+        hi_w = torch.from_numpy(np.array(arrays["awq_q"])).float() * torch.from_numpy(np.array(arrays["awq_scale"])).float()[:, None]
+        if hi.numel() + W.shape[1] != cols or hi_w.shape != (W.shape[0], hi.numel()) or int(hi.max()) >= cols:
+            raise ValueError(f"AWQ-lite arrays do not fit a matrix of {cols} columns")
+        W = _quant_merge_cols(W, hi_w, hi)
+    if "lqer_a" in arrays:
+        W = W + lqer_product(arrays, cols)
+    return W
+
+
+def quant_role(name: str) -> str:
+    """Role of a tensor, the unit of SDClip's k and of the per-role symbol streams: "attn", "mlp",
+    "embed" (token, value and hashed-bigram embeddings) or "other"."""
+    if ".attn." in name:
+        return "attn"
+    if ".mlp." in name:
+        return "mlp"
+    return "embed" if any(p in name for p in QUANT_ROLE_EMBED_PATTERNS) else "other"
 
 
 def default_plan(name: str, tensor: torch.Tensor, base_scheme: str) -> str:

@@ -32,7 +32,7 @@ SECTIONS = [
     ("hyperparameters", ["config"]),
     ("optimiser", ["optim"]),
     ("evaluation", ["evaluate", "scoring", "ngram", "ttt"]),
-    ("quantisation and artifact", ["codec", "quant", "artifact", "checkpoint"]),
+    ("quantisation and artifact", ["codec", "quant", "artifact", "bitalloc", "checkpoint"]),
     ("data", ["data"]),
     ("model", ["lattice", "geometry", "telemetry", "model"]),
     ("training", ["train"]),

@@ -1,0 +1,236 @@
+"""Bit allocation under a byte budget: measured sensitivities -> a per-tensor quantisation plan whose
+artifact lands just under the budget.
+
+Sensitivity model (a Kronecker-factored second-order expansion of the training loss, from training
+batches only): for a linear layer y = W x, quantising W by dW raises the mean loss by about
+
+    dL ~ 1/(2N) * sum_r g_r * (dw_r H dw_r^T),   H = sum_t x_t x_t^T,   g_r = mean_t (N dL/dy_{t,r})^2
+
+(N tokens; g_r is the empirical Fisher of output r). An embedding read by lookup has H = I and
+g_r = sum over the tokens that read row r of |N dL/de_t|^2 / cols; the tied embedding adds both
+uses. With GPTQ, dw_r H dw_r^T ~ kappa * step_r^2 / 12, kappa = sum_c 1/U_cc^2 (U the Cholesky
+factor of H^-1 in GPTQ's column order), and a row coded at step s costs ~cols * log2(sigma / s) bits.
+Minimising dL at a fixed number of bits gives every row the same slope:
+
+    step_r = sqrt(mu / (g_r * kappa_t))         (one multiplier mu for the whole model)
+
+which is what the Fisher-shaped schemes int{b}_fs(gptq)_k{k} encode (quant.py): k_t carries the
+tensor's mean step, the row shaping sqrt(mean(g) / g_r) comes from the row weights. `allocate`
+searches mu so that the coded artifact just fits the budget: a fast estimate (round-to-nearest
+symbols, their zero-order entropy) for the bisection, then real exports to correct it.
+
+Usage:
+    hessians, row_weights = calibrate(model, [(x, y), ...])
+    plan = allocate(state, hessians, row_weights, budget_bytes, export)   # export(plan) -> bytes
+"""
+import math
+import warnings
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .quant import _gptq_prepare, parse_spec, quant_k_scale, QUANT_CONTROL_PATTERNS, QUANT_FLOAT_SCHEMES
+from .model import lm_loss, rms_norm
+
+BITALLOC_MIN_BYTES_SAVED = 1024  # quantise a float tensor only when that saves at least this much
+BITALLOC_CODER_SLACK = 1.01  # coded bytes / estimated bytes assumed before the first real export
+BITALLOC_ROUNDS = 3  # real exports at most
+
+
+def calibrate(model: nn.Module, batches, all_reduce=None) -> tuple[dict, dict]:
+    """(hessians, row_weights) of every nn.Linear and nn.Embedding weight (the tied embedding's
+    Hessian from the output head's input), keyed by state_dict name, float32 on CPU. batches:
+    (x, y) token tensors (B, T) from the training data. all_reduce: called on every summed
+    tensor before normalising (e.g. torch.distributed.all_reduce under DDP)."""
+    H, g, g_in, ctx = {}, {}, {}, {"n": 0}
+    hooks = []
+    for mod_name, m in model.named_modules():
+        key = f"{mod_name}.weight"
+        if isinstance(m, nn.Linear):
+            hooks.append(m.register_forward_hook(_bitalloc_acc_input(H, key)))
+            hooks.append(m.register_full_backward_hook(_bitalloc_acc_grad(g, key, ctx)))
+        elif isinstance(m, nn.Embedding):
+            hooks.append(m.register_forward_hook(lambda mod, inp, out, key=key: ctx.__setitem__(key, inp[0].reshape(-1))))
+            hooks.append(m.register_full_backward_hook(_bitalloc_acc_lookup(g_in, key, ctx, m.num_embeddings)))
+    was_training, n_total = model.training, 0
+    model.eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")  # int inputs have no grad
+            for x, y in batches:
+                ctx["n"] = y.numel()
+                n_total += y.numel()
+                _bitalloc_head_pass(model, x, y, H, g, ctx)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    n = torch.tensor(float(n_total))
+    for t in [n, *H.values(), *g.values(), *g_in.values()]:
+        if all_reduce is not None:
+            all_reduce(t)
+    return _bitalloc_row_weights(H, g, g_in, float(n))
+
+
+def _bitalloc_acc_input(H: dict, key: str):
+    def hook(module, inputs, output):
+        x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).float()  # (tokens, in)
+        H[key] = H[key] + x.T @ x if key in H else x.T @ x
+    return hook
+
+
+def _bitalloc_acc_grad(g: dict, key: str, ctx: dict):
+    def hook(module, grad_input, grad_output):
+        go = grad_output[0].detach().reshape(-1, grad_output[0].shape[-1]).float() * ctx["n"]  # per-token
+        g[key] = g[key] + go.pow(2).sum(0) if key in g else go.pow(2).sum(0)
+    return hook
+
+
+def _bitalloc_acc_lookup(g_in: dict, key: str, ctx: dict, rows: int):
+    def hook(module, grad_input, grad_output):
+        go = grad_output[0].detach().reshape(-1, grad_output[0].shape[-1]).float() * ctx["n"]
+        acc = g_in.setdefault(key, torch.zeros(rows, device=go.device))
+        acc.index_add_(0, ctx[key].to(go.device), go.pow(2).mean(1))
+    return hook
+
+
+def _bitalloc_head_pass(model, x, y, H: dict, g: dict, ctx: dict) -> None:
+    """Forward + backward of the training loss with the tied head done by hand, so that its input
+    (the normed final state) and its output gradient are seen like a linear layer's."""
+    key = "tok_emb.weight"
+    hn = rms_norm(model.hidden(x))
+    z = F.linear(hn, model.tok_emb.weight)
+    flat = hn.detach().reshape(-1, hn.shape[-1]).float()
+    H[key] = H[key] + flat.T @ flat if key in H else flat.T @ flat
+    z.register_hook(_bitalloc_acc_grad_tensor(g, key, ctx))
+    cap = model.cfg.logit_softcap
+    lm_loss(cap * torch.tanh(z / cap) if cap > 0 else z, y).backward()
+
+
+def _bitalloc_acc_grad_tensor(g: dict, key: str, ctx: dict):
+    hook = _bitalloc_acc_grad(g, key, ctx)
+    return lambda grad: hook(None, None, (grad,))
+
+
+def _bitalloc_row_weights(H: dict, g: dict, g_in: dict, n_total: float) -> tuple[dict, dict]:
+    """Normalise to the module doc's units; lookups read through H = I, and the tied embedding's
+    lookup term joins its head term as g_head + g_in * cols / kappa."""
+    hessians = {k: v.cpu() for k, v in H.items()}
+    weights = {k: (v / n_total).cpu() for k, v in g.items()}
+    for key, v in g_in.items():
+        v = v.cpu()
+        if key in weights and key in hessians:
+            weights[key] = weights[key] + v * hessians[key].shape[0] / gptq_error_factor(hessians[key])
+        else:
+            weights[key] = v
+    return hessians, weights
+
+
+def gptq_error_factor(H: torch.Tensor | None, cols: int | None = None) -> float:
+    """kappa: output error dw H dw^T of a row quantised by GPTQ at step s is ~ kappa * s^2 / 12
+    (sum_c 1/U_cc^2); without H (a lookup, H = I) it is the number of columns."""
+    if H is None:
+        return float(cols)
+    _, Hinv, _ = _gptq_prepare(H, H.shape[0], 0.01, True)
+    return float((1.0 / torch.diagonal(Hinv).double().pow(2)).sum())
+
+
+def plan_by_bytes(name: str, tensor: torch.Tensor, scheme: str, bits: float = 4.0,
+                  min_saved: int = BITALLOC_MIN_BYTES_SAVED) -> str:
+    """The small-tensor rule by bytes, not elements: a float tensor is quantised with `scheme` when
+    that saves at least `min_saved` bytes over fp16 at ~`bits` a weight plus a 2-byte scale per
+    row; control tensors (gains, mixes) stay fp32, non-float tensors raw, the rest fp16."""
+    if not tensor.is_floating_point():
+        return "raw"
+    if any(p in name for p in QUANT_CONTROL_PATTERNS) and tensor.ndim < 2:
+        return "fp32"
+    rows = tensor.shape[0] if tensor.ndim >= 2 else 1
+    saved = tensor.numel() * (16 - bits) / 8 - 2 * rows
+    return scheme if tensor.ndim >= 2 and saved >= min_saved else "fp16"
+
+
+def fisher_plan(state: dict, hessians: dict, row_weights: dict, mu: float, gptq: bool = True,
+                suffix: str = "", max_bits: int = 8) -> dict:
+    """The plan at multiplier mu (module doc): per quantised tensor int{b}_fs(gptq)_k{k}{suffix},
+    k from the tensor's mean step, b the smallest width that holds the largest |w| / step_r."""
+    plan = {}
+    for name, w in state.items():
+        base = plan_by_bytes(name, w, "int8_fs_k1")
+        if base in QUANT_FLOAT_SCHEMES + ("raw",) or name not in row_weights:
+            plan[name] = base if name in row_weights or base != "int8_fs_k1" else "fp16"
+            continue
+        plan[name] = _bitalloc_tensor_scheme(w, hessians.get(name), row_weights[name], mu, gptq, suffix, max_bits)
+    return plan
+
+
+def _bitalloc_tensor_scheme(w, H, g, mu, gptq, suffix, max_bits) -> str:
+    rows = w.detach().float().reshape(w.shape[0], -1)
+    kappa = gptq_error_factor(H, rows.shape[1])
+    g_mean = max(float(g.double().mean()), 1e-30)
+    step = math.sqrt(mu / (g_mean * kappa))  # the mean row's step
+    sigma = max(float(rows.std(correction=0)), 1e-12)
+    method = "fsgptq" if gptq and H is not None else "fs"
+    for bits in range(2, max_bits + 1):
+        qmax = 2 ** (bits - 1) - 1
+        k = float(f"{step * qmax / sigma:.4g}")
+        spec = {"kind": method, "bits": bits, "k": k}
+        s = quant_k_scale(rows, spec, g).float()
+        if bits == max_bits or float((rows.abs().amax(1) / s).max()) <= qmax + 0.5:
+            return f"int{bits}_{method}_k{k:.4g}{suffix}"
+
+
+def estimate_bytes(state: dict, plan: dict, row_weights: dict) -> float:
+    """Fast size estimate of a plan: round-to-nearest symbols at each tensor's scales, their
+    zero-order entropy per tensor, 2 bytes a scale, fp16/fp32 tensors at full size."""
+    total = 0.0
+    for name, w in state.items():
+        spec = parse_spec(plan[name])
+        if spec["kind"] in ("float", "raw"):
+            total += w.numel() * (4 if plan[name] == "fp32" else 2 if spec["kind"] == "float" else w.element_size())
+            continue
+        rows = w.detach().float().reshape(w.shape[0], -1)
+        s = quant_k_scale(rows, spec, row_weights.get(name)).float()
+        qmax = 2 ** (spec["bits"] - 1) - 1
+        q = torch.clamp(torch.round(rows / s[:, None]), -qmax, qmax).to(torch.int64).numpy()
+        counts = np.bincount((q + qmax).ravel())
+        p = counts[counts > 0] / q.size
+        total += float(-(counts[counts > 0] * np.log2(p)).sum()) / 8 + 2 * rows.shape[0]
+    return total
+
+
+def allocate(state: dict, hessians: dict, row_weights: dict, budget_bytes: int, export,
+             mu_range=(1e-12, 1e2), gptq: bool = True, suffix: str = "") -> tuple[dict, int]:
+    """The plan (fisher_plan) whose export fits budget_bytes most tightly: bisection on log(mu)
+    over the estimate times the coded/estimated ratio of the last real export; `export(plan)`
+    writes the artifact and returns its bytes. Returns (plan, bytes) of the best export that fits;
+    raises ValueError when even the coarsest plan does not fit."""
+    ratio, best = BITALLOC_CODER_SLACK, None
+    lo, hi = math.log(mu_range[0]), math.log(mu_range[1])
+    for _ in range(BITALLOC_ROUNDS):
+        def fits(log_mu):
+            return estimate_bytes(state, fisher_plan(state, hessians, row_weights, math.exp(log_mu), gptq, suffix),
+                                  row_weights) * ratio <= budget_bytes
+        log_mu = _bitalloc_bisect(fits, lo, hi)
+        plan = fisher_plan(state, hessians, row_weights, math.exp(log_mu), gptq, suffix)
+        nbytes = export(plan)
+        if nbytes <= budget_bytes and (best is None or nbytes > best[1]):
+            best = (plan, nbytes)
+        if best is not None and best[1] >= 0.998 * budget_bytes:
+            break
+        ratio = nbytes / estimate_bytes(state, plan, row_weights) * (1.0005 if nbytes > budget_bytes else 1.0)
+    if best is None:
+        raise ValueError(f"no plan fits {budget_bytes} bytes (coarsest export: {nbytes} bytes)")
+    return best
+
+
+def _bitalloc_bisect(fits, lo: float, hi: float, steps: int = 30) -> float:
+    """Smallest log(mu) in [lo, hi] for which fits() holds (fits is monotone in mu)."""
+    if fits(lo):
+        return lo
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (lo, mid) if fits(mid) else (mid, hi)
+    return hi
