@@ -135,14 +135,16 @@ def _artifact_encode_group(group: str, arrays: list, codec: str) -> tuple[bytes,
 
 def save_artifact(path, state_dict: dict, *, model_config: dict, tokenizer_sha256: str,
                   scheme: str = "int8", codec: str = "zlib", hessians: dict | None = None,
-                  plan=None, device=None) -> int:
+                  plan=None, device=None, entries: dict | None = None) -> int:
     """Quantise `state_dict` (see quantize_state), code it with `codec` (zlib, lzma, zstd, brotli,
-    rans) and write the artifact to `path` atomically. Returns the number of bytes written."""
+    rans) and write the artifact to `path` atomically. Returns the number of bytes written.
+    `entries`: quantize_state's result when already computed (e.g. across ranks)."""
     if codec not in ARTIFACT_CODECS:
         raise ValueError(f"unknown artifact codec {codec!r}: expected one of {ARTIFACT_CODECS}")
     if not isinstance(tokenizer_sha256, str):
         raise ValueError("tokenizer_sha256 must be a hex string")
-    entries = quantize_state(state_dict, scheme, hessians, plan, device)
+    if entries is None:
+        entries = quantize_state(state_dict, scheme, hessians, plan, device)
     table, group_arrays = _artifact_layout(entries)
     groups, blobs, offset = [], [], 0
     for g in sorted(group_arrays, key=lambda g: (not g.startswith("sym"), g)):

@@ -24,10 +24,10 @@ import math
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .collectives import all_reduce_, rank_and_world
 from .scoring import _scoring_run_plan, _scoring_tokens, sliding_plan
 
 # Linear layers adapted by default: attention queries and values, and both MLP matrices of every block.
@@ -90,15 +90,9 @@ def remove_lora(model: nn.Module) -> int:
     return len(hooks)
 
 
-def _ttt_rank_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def _ttt_my_windows(plan: list) -> list:
     """This rank's contiguous block of the plan's windows."""
-    rank, world = _ttt_rank_world()
+    rank, world = rank_and_world()
     return plan[len(plan) * rank // world:len(plan) * (rank + 1) // world]
 
 
@@ -186,13 +180,13 @@ class TTTScorer:
         own = np.nonzero((probe >= j0) & (probe < j1))[0]
         logp, entropy, d = _scoring_run_plan(self._ttt_logits, self.tokens, self.offset, mine, self.batch_size,
                                              self.vocab_size, probe[own], True)
-        if _ttt_rank_world()[1] == 1:
+        if rank_and_world()[1] == 1:
             return logp.cpu().numpy(), entropy.cpu().numpy(), d.cpu().numpy()
         n, V = p1 - p0, self.vocab_size  # each rank fills its own targets, zeros elsewhere, then sum
         flat = torch.zeros(2 * n + len(probe) * V, dtype=torch.float64, device=self.device)
         flat[j0 - p0:j1 - p0], flat[n + j0 - p0:n + j1 - p0] = logp, entropy
         flat[2 * n:].view(len(probe), V)[torch.from_numpy(own).to(self.device)] = d
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        all_reduce_(flat)
         flat = flat.cpu().numpy()
         return flat[:n], flat[n:2 * n], flat[2 * n:].reshape(len(probe), V)
 
@@ -214,7 +208,7 @@ class TTTScorer:
     def _ttt_adapt(self, c0: int, c1: int) -> None:
         """`epochs` Adam steps on the mean next-token loss of targets [c0, c1) (already scored)."""
         mine = _ttt_my_windows(sliding_plan(c0, c1, self.seq_len, self.train_stride))
-        world = _ttt_rank_world()[1]
+        world = rank_and_world()[1]
         for _ in range(self.epochs):
             grads = [torch.zeros_like(p) for p in self.lora_params]
             for x, rows, cols, y in self._ttt_window_batches(mine):
@@ -226,8 +220,7 @@ class TTTScorer:
                     if s is not None:
                         g += s
             flat = torch.cat([g.reshape(-1) for g in grads])
-            if world > 1:
-                dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            all_reduce_(flat)
             flat /= c1 - c0  # mean over the chunk's targets, all ranks together
             self.adapt_steps += 1
             grads = [g.view_as(p) for p, g in zip(self.lora_params, flat.split([p.numel() for p in self.lora_params]))]
