@@ -301,7 +301,8 @@ REDUCE_OPS = {"sum": "SUM", "max": "MAX", "min": "MIN"}
 
 
 def is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    """A process group exists (of any size: one rank under NCCL still takes only CUDA tensors)."""
+    return dist.is_available() and dist.is_initialized()
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -387,17 +388,17 @@ class OptimGroupError(ValueError):
     """A parameter that the placement rules of `split_param_groups` cannot put in a group."""
 
 
-def zeropower_newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
+def zeropower_newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7, dtype=None) -> torch.Tensor:
     """Approximate U V^T of g = U S V^T by the quintic Newton-Schulz iteration (Muon's "zeropower").
 
     g: (rows, cols). Works on the wide orientation (rows <= cols) so X X^T is the small Gram matrix.
-    Computes in bfloat16 on CUDA (tensor cores; the iteration tolerates it) and float32 elsewhere;
-    returns a tensor of g's shape and dtype.
+    Computes in `dtype`: by default bfloat16 on CUDA (tensor cores; the iteration tolerates it) and
+    float32 elsewhere; returns a tensor of g's shape and dtype.
     """
     if g.ndim != 2:
         raise ValueError(f"zeropower_newton_schulz needs a 2-D matrix, got shape {tuple(g.shape)}")
     a, b, c = MUON_NS_COEFFS
-    x = g.to(torch.bfloat16 if g.is_cuda else torch.float32)
+    x = g.to(dtype or (torch.bfloat16 if g.is_cuda else torch.float32))
     transposed = g.size(0) > g.size(1)
     if transposed:
         x = x.T
