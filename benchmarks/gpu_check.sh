@@ -14,7 +14,7 @@ D=$REPO/.gpudata/fineweb10B_sp1024_mini; T=$REPO/.gpudata/tokenizers/fineweb_102
   python3 -c "import torch, sys; print(sys.version.split()[0], torch.__version__, torch.cuda.get_device_name())"; } > "$OUT/machine.txt" 2>&1
 timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_compile.py tests/test_collectives.py \
   --durations=8 > "$OUT/pytest.txt" 2>&1
-(mkdir -p /tmp/smoke && cd /tmp/smoke && PRESET=smoke COMPILE=1 QUANT_SCHEME=int6_gptq CODEC=brotli MAX_WALLCLOCK_SECONDS=30 \
+(mkdir -p /tmp/smoke && cd /tmp/smoke && PRESET=smoke MODEL_DIM=256 COMPILE=1 QUANT_SCHEME=int6_gptq CODEC=brotli MAX_WALLCLOCK_SECONDS=30 \
   DATA_PATH=$D TOKENIZER_PATH=$T RUN_ID=smoke timeout 150 python3 "$REPO/train_gpt.py" > "$OUT/smoke.txt" 2>&1)
 timeout 330 python3 benchmarks/record_export.py --seconds 100 --data "$D" --tokenizer "$T" \
   --out "$OUT/record_export.json" --log-out "$OUT/record_train.log" > "$OUT/record_export.txt" 2>&1
