@@ -5,7 +5,7 @@ this script's output (benchmarks/results/record_export.json); tests/test_record_
 preset's parameter count equal to the one recorded there.
 
     python benchmarks/record_export.py --seconds 120                       # on a GPU: the real batch
-    python benchmarks/record_export.py --seconds 60 --cpu-batch            # on this CPU: small batch, same shape
+    python benchmarks/record_export.py --iterations 3 --cpu-batch          # on this CPU: small batch, same shape
     python benchmarks/record_export.py --data DIR --tokenizer T.model --out benchmarks/results/record_export.json
 
 It launches what a record submits: the record file (`bundle --preset record`), minified and packed,
@@ -53,6 +53,7 @@ def parse(log: str) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=60.0, help="training wall clock (GPTQ reserve included)")
+    p.add_argument("--iterations", type=int, default=0, help="train this many steps instead, uncapped (CPU)")
     p.add_argument("--cpu-batch", action="store_true", help="8,192 tokens a step at seq 512 (CPU); the shape is unchanged")
     p.add_argument("--data", default=str(SHARED / "fineweb10B_sp1024_mini"))
     p.add_argument("--tokenizer", default=str(SHARED / "tokenizers" / "fineweb_1024_bpe.model"))
@@ -61,6 +62,8 @@ def main() -> int:
     args = p.parse_args()
     env = {**os.environ, "PRESET": "record", "DATA_PATH": args.data, "TOKENIZER_PATH": args.tokenizer,
            "MAX_WALLCLOCK_SECONDS": str(args.seconds), "VAL_LOSS_EVERY": "0", "TRAIN_LOG_EVERY": "10", "RUN_ID": "record_export"}
+    if args.iterations:
+        env.update(ITERATIONS=str(args.iterations), MAX_WALLCLOCK_SECONDS="0")
     if args.cpu_batch:
         env.update(TRAIN_BATCH_TOKENS="8192", TRAIN_SEQ_LEN="512", GRAD_ACCUM_TOTAL="1", COMPILE="0")
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,7 +80,7 @@ def main() -> int:
         print(proc.stderr[-3000:], file=sys.stderr)
         return 1
     result = {"command": " ".join(["python"] + sys.argv), "exit_code": proc.returncode, "wall_s": round(time.time() - t0, 1),
-              "seconds": args.seconds, "cpu_batch": args.cpu_batch, "loadavg": open("/proc/loadavg").read().split()[:3],
+              "seconds": args.seconds, "iterations": args.iterations, "cpu_batch": args.cpu_batch, "loadavg": open("/proc/loadavg").read().split()[:3],
               **parse(log)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
