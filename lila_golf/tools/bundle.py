@@ -304,12 +304,6 @@ def build_file(preset: str | None = None, packed: bool = False, minified: bool =
     return pack(text) if packed else text
 
 
-def write_bundle(out: Path, preset: str | None = None, packed: bool = False, minified: bool = False) -> int:
-    text = build_file(preset, packed, minified)
-    out.write_text(text, encoding="utf-8")
-    return len(text.encode())
-
-
 def add_bundle_parser(subparsers) -> None:
     p = subparsers.add_parser("bundle", help="generate train_gpt.py from the package",
                               description=__doc__.split("\n\n")[0])
