@@ -31,7 +31,7 @@ REPO_ROOT = CORE_DIR.parents[1]
 SECTIONS = [
     ("hyperparameters", ["config"]),
     ("optimiser", ["collectives", "optim"]),
-    ("evaluation", ["evaluate", "scoring", "ngram", "ttt"]),
+    ("evaluation", ["evaluate", "scoring", "ngram", "ngrammix", "ttt"]),
     ("quantisation and artifact", ["codec", "quant", "artifact", "export", "checkpoint"]),
     ("data", ["data"]),
     ("model", ["lattice", "geometry", "telemetry", "model"]),
