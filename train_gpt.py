@@ -111,6 +111,8 @@ class Hyperparameters:
     checkpoint_every: int = 0
     resume: bool = False
     stop_at_step: int = 0  # > 0: exit after this step, as if cut off (to test RESUME)
+    compile_warmup_steps: int = 20  # with COMPILE=1: steps run to compile, then weights/optimisers restored
+    gptq_reserve_seconds: float = -1.0  # clock kept for GPTQ calibration + solve; -1 = timed estimate
     # --- model (model_field: the architecture, GPTConfig and the artifact's model_config) ---
     num_layers: int = model_field(9)
     model_dim: int = model_field(512)
@@ -159,11 +161,12 @@ class Hyperparameters:
     complement_alpha: float = 0.0  # per-token weight 1 - alpha * p_bigram(target)
     # --- export and evaluation ---
     quant_scheme: str = "int8"
+    gptq_calib_batches: int = 4  # training micro-batches whose layer inputs give the GPTQ Hessians
     codec: str = "zlib"
     eval_stride: int = 0  # 0 = plain evaluation for the final score; else sliding windows
     save_float_weights: bool = False  # also keep the final float weights (final_weights.lgck) for analysis
     # --- hardware ---
-    compile: bool = False  # torch.compile; only honoured on CUDA
+    compile: bool = False  # torch.compile(fullgraph=True) of the model (inductor; CPU too)
     telemetry_every: int = 0  # log per-layer weight spectra every N steps (0 = off)
 
     @classmethod
@@ -294,6 +297,80 @@ def dist_env(env: dict[str, str] | None = None) -> DistEnv:
 
 # ============================== optimiser ==============================
 
+REDUCE_OPS = {"sum": "SUM", "max": "MAX", "min": "MIN"}
+
+
+def is_distributed() -> bool:
+    """A process group exists (of any size: one rank under NCCL still takes only CUDA tensors)."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def backend_device() -> torch.device:
+    """The device the process group's backend takes tensors on (NCCL: this rank's GPU)."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _on_backend(tensor: torch.Tensor) -> torch.Tensor:
+    device = backend_device()
+    return tensor if tensor.device == device and tensor.is_contiguous() else tensor.to(device).contiguous()
+
+
+def all_reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """Reduce `tensor` over all ranks in place (op sum | max | min); returns it."""
+    if op not in REDUCE_OPS:
+        raise ValueError(f"all_reduce op must be one of {sorted(REDUCE_OPS)}, got {op!r}")
+    if not is_distributed():
+        return tensor
+    buf = _on_backend(tensor)
+    dist.all_reduce(buf, op=getattr(dist.ReduceOp, REDUCE_OPS[op]))
+    if buf is not tensor:
+        tensor.copy_(buf)
+    return tensor
+
+
+def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
+    """Overwrite `tensor` on every rank with rank `src`'s, in place; returns it."""
+    if not is_distributed():
+        return tensor
+    buf = _on_backend(tensor)
+    dist.broadcast(buf, src=src)
+    if buf is not tensor:
+        tensor.copy_(buf)
+    return tensor
+
+
+def broadcast_bytes(data: bytes | None, src: int = 0) -> bytes:
+    """Rank `src`'s bytes on every rank (its length first, then the bytes as a uint8 tensor):
+    how files travel between ranks that may not share a filesystem."""
+    if not is_distributed():
+        return data
+    mine = dist.get_rank() == src
+    size = broadcast_(torch.tensor([len(data) if mine else 0], dtype=torch.int64), src)
+    n = int(size.item())
+    if n == 0:
+        return b""
+    buf = torch.frombuffer(bytearray(data), dtype=torch.uint8) if mine else torch.empty(n, dtype=torch.uint8)
+    broadcast_(buf, src)
+    return data if mine else buf.numpy().tobytes()
+
+
+def init_distributed(device: torch.device) -> None:
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+
+
+def shutdown_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 # Quintic Newton-Schulz coefficients from Keller Jordan's Muon: chosen to maximise the slope at 0,
 # so 5 steps push every singular value into roughly [0.7, 1.2] instead of converging to exactly 1.
 MUON_NS_COEFFS = (3.4445, -4.7750, 2.0315)
@@ -311,17 +388,17 @@ class OptimGroupError(ValueError):
     """A parameter that the placement rules of `split_param_groups` cannot put in a group."""
 
 
-def zeropower_newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
+def zeropower_newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7, dtype=None) -> torch.Tensor:
     """Approximate U V^T of g = U S V^T by the quintic Newton-Schulz iteration (Muon's "zeropower").
 
     g: (rows, cols). Works on the wide orientation (rows <= cols) so X X^T is the small Gram matrix.
-    Computes in bfloat16 on CUDA (tensor cores; the iteration tolerates it) and float32 elsewhere;
-    returns a tensor of g's shape and dtype.
+    Computes in `dtype`: by default bfloat16 on CUDA (tensor cores; the iteration tolerates it) and
+    float32 elsewhere; returns a tensor of g's shape and dtype.
     """
     if g.ndim != 2:
         raise ValueError(f"zeropower_newton_schulz needs a 2-D matrix, got shape {tuple(g.shape)}")
     a, b, c = MUON_NS_COEFFS
-    x = g.to(torch.bfloat16 if g.is_cuda else torch.float32)
+    x = g.to(dtype or (torch.bfloat16 if g.is_cuda else torch.float32))
     transposed = g.size(0) > g.size(1)
     if transposed:
         x = x.T
@@ -334,10 +411,6 @@ def zeropower_newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) 
     if transposed:
         x = x.T
     return x.to(g.dtype)
-
-
-def _muon_is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 class Muon(torch.optim.Optimizer):
@@ -384,8 +457,7 @@ class Muon(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        distributed = _muon_is_distributed()
-        rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+        rank, world = rank_and_world()
         for group in self.param_groups:
             params = group["params"]
             if not params:
@@ -403,8 +475,7 @@ class Muon(torch.optim.Optimizer):
                         u = u * max(1.0, p.size(0) / p.size(1)) ** 0.5
                         updates[offset:offset + p.numel()] = u.reshape(-1).to(flat_dtype)
                 offset += p.numel()
-            if distributed:
-                dist.all_reduce(updates, op=dist.ReduceOp.SUM)
+            all_reduce_(updates)
             self._muon_apply(params, updates, group)
         return loss
 
@@ -672,8 +743,7 @@ def eval_val_plain(model, val_tokens: np.ndarray, target_bytes: np.ndarray, seq_
             byte_sum += int(sum(target_bytes[s:s + length].sum() for s in same))
     model.train(was_training)
     totals = torch.tensor([nll_sum, float(scored), float(byte_sum)], dtype=torch.float64, device=device)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(totals)
+    all_reduce_(totals)
     nll_sum, scored, byte_sum = totals.tolist()
     return dict(val_loss=nll_sum / scored, val_bpb=nll_sum / math.log(2) / byte_sum,
                 tokens=int(scored), bytes=int(byte_sum))
@@ -775,8 +845,7 @@ def eval_sliding(logits_fn, tokens: torch.Tensor, seq_len: int, stride: int, byt
         if progress and rank == 0:
             print(f"eval_sliding_progress:{min(b + len(block), len(mine))}/{len(mine)} windows", flush=True)
     totals = torch.tensor([nll_sum, float(n_targets), float(n_bytes)], dtype=torch.float64, device=tokens.device)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(totals, op=dist.ReduceOp.SUM)
+    all_reduce_(totals)
     nll_sum, n_targets, n_bytes = float(totals[0]), int(round(float(totals[1]))), int(round(float(totals[2])))
     return dict(val_loss=nll_sum / n_targets, val_bpb=bits_per_byte(nll_sum, n_bytes), tokens=n_targets, bytes=n_bytes)
 
@@ -829,11 +898,15 @@ def compress(data: bytes, codec: str) -> bytes:
     raise CodecError(f"unknown codec {codec!r}: expected one of {CODEC_NAMES}")
 
 
-def decompress(data: bytes, codec: str) -> bytes:
-    """Inverse of compress; corrupt or truncated input raises CodecError naming the codec."""
+def decompress(data: bytes, codec: str, max_bytes: int | None = None) -> bytes:
+    """Inverse of compress; corrupt or truncated input raises CodecError naming the codec.
+    max_bytes: stop and raise as soon as the output would pass it (a small input can expand to
+    gigabytes), so at most about max_bytes are ever held; None = no bound."""
     if codec not in CODEC_NAMES:
         raise CodecError(f"unknown codec {codec!r}: expected one of {CODEC_NAMES}")
     try:
+        if max_bytes is not None:
+            return _decompress_bounded(data, codec, max_bytes)
         if codec == "zlib":
             return zlib.decompress(data)
         if codec == "lzma":
@@ -852,6 +925,45 @@ def decompress(data: bytes, codec: str) -> bytes:
         raise
     except Exception as exc:  # each library has its own error type; report them uniformly
         raise CodecError(f"corrupt or truncated {codec} data ({len(data)} bytes): {exc}") from exc
+
+
+def _codec_too_large(codec: str, n_in: int, max_bytes: int) -> CodecError:
+    return CodecError(f"{codec} data ({n_in} bytes) expands past {max_bytes} bytes, the size it was declared "
+                      f"with: refused before decoding further")
+
+
+def _decompress_bounded(data: bytes, codec: str, max_bytes: int) -> bytes:
+    """decompress() that never produces more than max_bytes + one buffer of output."""
+    if codec in ("zlib", "lzma"):
+        dec = zlib.decompressobj() if codec == "zlib" else lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+        out = dec.decompress(data, max_bytes + 1)
+        if len(out) > max_bytes:
+            raise _codec_too_large(codec, len(data), max_bytes)
+        if not dec.eof or (dec.unconsumed_tail if codec == "zlib" else b"") or dec.unused_data:
+            raise CodecError(f"corrupt or truncated {codec} data ({len(data)} bytes): stream incomplete or trailing bytes")
+        return out
+    if codec == "zstd":
+        import io
+        import zstandard
+        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=False) as reader:
+            out = reader.read(max_bytes + 1)
+        if len(out) > max_bytes:
+            raise _codec_too_large(codec, len(data), max_bytes)
+        return decompress(data, codec)  # within the bound: the checked whole-frame decode
+    import brotli
+    dec, out = brotli.Decompressor(), []
+    chunk, total = dec.process(data, output_buffer_limit=max_bytes + 1), 0
+    while True:  # the limit caps each call's buffer; keep draining with empty input
+        total += len(chunk)
+        out.append(chunk)
+        if total > max_bytes:
+            raise _codec_too_large(codec, len(data), max_bytes)
+        if dec.is_finished() or dec.can_accept_more_data():
+            break
+        chunk = dec.process(b"", output_buffer_limit=max_bytes + 1 - total)
+    if not dec.is_finished():
+        raise CodecError(f"corrupt or truncated brotli data ({len(data)} bytes): stream incomplete")
+    return b"".join(out)
 
 
 # rANS model: frequency tables and the assignment of rows to them
@@ -1091,21 +1203,26 @@ class _RansReader:
         return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
 
 
-def rans_decode(blob: bytes) -> list[np.ndarray]:
-    """Inverse of rans_encode: list of int64 arrays of shape (rows, cols)."""
+def rans_decode(blob: bytes, max_symbols: int | None = None) -> list[np.ndarray]:
+    """Inverse of rans_encode: list of int64 arrays of shape (rows, cols). max_symbols: refuse a
+    stream declaring more symbols (or row and column ids for more) before allocating anything."""
     rd = _RansReader(blob)
     if rd.take(4) != _RANS_MAGIC:
         raise CodecError("not a rANS stream (bad magic)")
     version, scale_bits, K, lanes, sym_min, alphabet, n_arrays = rd.unpack("<BBHIiHI")
     if version != _RANS_VERSION or not 1 <= scale_bits <= 16 or lanes < 1 or K < 1:
         raise CodecError(f"unsupported or corrupt rANS header (version {version})")
+    if K > RANS_MAX_TABLES or lanes > RANS_MAX_LANES or alphabet > (1 << scale_bits) // 2:
+        raise CodecError(f"corrupt rANS header: {K} tables, {lanes} lanes, alphabet {alphabet} exceed the coder's caps")
     shapes = [rd.unpack("<II") for _ in range(n_arrays)]
     n_rows, n_cols = sum(r for r, _ in shapes), sum(c for _, c in shapes)
-    try:
-        side = zlib.decompress(rd.take(rd.unpack("<I")[0]))
-    except zlib.error as exc:
-        raise CodecError(f"corrupt rANS side data: {exc}") from exc
-    if len(side) != n_rows + n_cols + 2 * K * alphabet:
+    n = sum(r * c for r, c in shapes)
+    if max_symbols is not None and (n > max_symbols or n_rows + n_cols > max_symbols + n_arrays):
+        raise CodecError(f"rANS stream declares {n} symbols in {n_arrays} arrays, more than the {max_symbols} "
+                         f"it may hold: refused before decoding")
+    side_len = n_rows + n_cols + 2 * K * alphabet
+    side = decompress(rd.take(rd.unpack("<I")[0]), "zlib", max_bytes=side_len)
+    if len(side) != side_len:
         raise CodecError("corrupt rANS stream: side data has the wrong length")
     ids = np.frombuffer(side[:n_rows + n_cols], np.uint8).astype(np.int64)
     row_ids = np.split(ids[:n_rows], np.cumsum([r for r, _ in shapes])[:-1])
@@ -1115,7 +1232,6 @@ def rans_decode(blob: bytes) -> list[np.ndarray]:
     states = np.frombuffer(rd.take(4 * lanes), "<u4")
     if np.any(ids[:n_rows] >= K) or np.any(freqs.sum(1) != 1 << scale_bits):
         raise CodecError("corrupt rANS stream: tables or row ids inconsistent")
-    n = sum(r * c for r, c in shapes)
     steps = max(1, -(-n // lanes))
     f_flat, c_flat, lut = _rans_tables_with_pad(freqs, scale_bits)
     tid_pos = _rans_padded(_rans_symbol_tables(shapes, row_ids, col_shifts, K), steps, lanes, K)
@@ -1659,6 +1775,20 @@ _ARTIFACT_SHA_BYTES = 32
 _ARTIFACT_RANS_SIDE_CODEC = "lzma"
 
 
+# Caps on what a header may declare, checked before anything is decoded (an artifact that passes
+# 16,000,000 bytes is invalid anyway; these leave room for float studies far past it).
+ARTIFACT_MAX_HEADER_BYTES = 1 << 24        # JSON header length
+
+
+ARTIFACT_MAX_RAW_BYTES = 1 << 30           # all groups decoded together
+
+
+ARTIFACT_MAX_TENSOR_ELEMENTS = 1 << 28     # one tensor
+
+
+_ARTIFACT_ARRAY_KINDS = "biuf"             # numpy dtype kinds an array may have (no objects)
+
+
 class ArtifactError(ValueError):
     """A model artifact that is corrupt, truncated, foreign, or made for another tokenizer."""
 
@@ -1758,7 +1888,8 @@ def save_artifact(path, state_dict: dict, *, model_config: dict, tokenizer_sha25
                   entries: dict | None = None) -> int:
     """Quantise `state_dict` (see quantize_state), code it with `codec` (zlib, lzma, zstd, brotli,
     rans, best) and write the artifact to `path` atomically. streams "role": symbol groups per
-    bit width and tensor role. `entries`: already quantised (quantize_state), skips quantising.
+    bit width and tensor role. `entries`: quantize_state's result when already computed (e.g.
+    across ranks).
     Returns the number of bytes written."""
     if codec not in ARTIFACT_CODECS:
         raise ValueError(f"unknown artifact codec {codec!r}: expected one of {ARTIFACT_CODECS}")
@@ -1809,6 +1940,8 @@ def _artifact_parse_prefix(path, head: bytes, file_bytes: int) -> tuple[int, dic
         raise ArtifactError(f"{path}: unsupported artifact format version {version} "
                             f"(this code reads {ARTIFACT_READ_VERSIONS})")
     end = _ARTIFACT_PREFIX.size + hlen
+    if hlen > ARTIFACT_MAX_HEADER_BYTES:
+        raise ArtifactError(f"{path}: header length {hlen} exceeds the cap of {ARTIFACT_MAX_HEADER_BYTES} bytes")
     if end + _ARTIFACT_SHA_BYTES > file_bytes or len(head) < end:
         raise ArtifactError(f"{path}: truncated artifact ({file_bytes} bytes, header alone needs {end})")
     try:
@@ -1828,23 +1961,79 @@ def read_artifact_header(path) -> dict:
         with open(path, "rb") as f:
             prefix = f.read(_ARTIFACT_PREFIX.size)
             hlen = _ARTIFACT_PREFIX.unpack_from(prefix)[2] if len(prefix) == _ARTIFACT_PREFIX.size else 0
-            head = prefix + f.read(hlen)
+            head = prefix + f.read(min(hlen, ARTIFACT_MAX_HEADER_BYTES + 1))
     except OSError as exc:
         raise ArtifactError(f"{path}: cannot read artifact ({exc})") from exc
     end, header = _artifact_parse_prefix(path, head, file_bytes)
     return {**header, "file_bytes": file_bytes, "header_bytes": end}
 
 
+def _artifact_int(value, lo: int, hi: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
+
+
+def _artifact_check_groups(path, header: dict) -> None:
+    """Every group lies inside the payload and declares a decoded size; together within the cap."""
+    groups, payload_bytes = header.get("groups"), header["payload_bytes"]
+    if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+        raise ArtifactError(f"{path}: malformed artifact header (groups is not a list of objects)")
+    total = 0
+    for g in groups:
+        off, length, raw = g.get("offset"), g.get("length"), g.get("raw_bytes")
+        if not (_artifact_int(off, 0, payload_bytes) and _artifact_int(length, 0, payload_bytes - off)):
+            raise ArtifactError(f"{path}: group {g.get('name')!r} lies outside the payload")
+        if not _artifact_int(raw, 0, ARTIFACT_MAX_RAW_BYTES):
+            raise ArtifactError(f"{path}: group {g.get('name')!r} declares {raw} decoded bytes "
+                                f"(cap {ARTIFACT_MAX_RAW_BYTES})")
+        total += raw
+    if total > ARTIFACT_MAX_RAW_BYTES:
+        raise ArtifactError(f"{path}: groups declare {total} decoded bytes in all, over the cap of {ARTIFACT_MAX_RAW_BYTES}")
+
+
+def _artifact_check_array(path, name, a) -> None:
+    """One array entry: a numeric dtype, a shape within the element cap, nbytes = elements * itemsize."""
+    try:
+        dtype = np.dtype(a["dtype"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ArtifactError(f"{path}: tensor {name!r} has a bad array dtype ({exc})") from None
+    shape = a.get("shape")
+    if dtype.kind not in _ARTIFACT_ARRAY_KINDS or not isinstance(shape, list) \
+            or not all(_artifact_int(d, 0, ARTIFACT_MAX_TENSOR_ELEMENTS) for d in shape):
+        raise ArtifactError(f"{path}: tensor {name!r} array {a.get('key')!r}: dtype {dtype} or shape {shape} not allowed")
+    elements = int(np.prod(shape, dtype=object)) if shape else 1
+    if elements > ARTIFACT_MAX_TENSOR_ELEMENTS or a.get("nbytes") != elements * dtype.itemsize \
+            or not _artifact_int(a.get("offset"), 0, ARTIFACT_MAX_RAW_BYTES):
+        raise ArtifactError(f"{path}: tensor {name!r} array {a.get('key')!r} declares {elements} elements "
+                            f"(cap {ARTIFACT_MAX_TENSOR_ELEMENTS}) in {a.get('nbytes')} bytes at offset {a.get('offset')}")
+
+
+def _artifact_check_tensors(path, header: dict) -> None:
+    tensors = header.get("tensors")
+    if not isinstance(tensors, list) or not all(isinstance(t, dict) and isinstance(t.get("arrays"), list) for t in tensors):
+        raise ArtifactError(f"{path}: malformed artifact header (tensors is not a list of objects with arrays)")
+    for t in tensors:
+        shape = t.get("shape")
+        if not isinstance(shape, list) or not all(_artifact_int(d, 0, ARTIFACT_MAX_TENSOR_ELEMENTS) for d in shape) \
+                or int(np.prod(shape, dtype=object) if shape else 1) > ARTIFACT_MAX_TENSOR_ELEMENTS:
+            raise ArtifactError(f"{path}: tensor {t.get('name')!r} shape {shape} exceeds the cap of "
+                                f"{ARTIFACT_MAX_TENSOR_ELEMENTS} elements")
+        for a in t["arrays"]:
+            if not isinstance(a, dict):
+                raise ArtifactError(f"{path}: tensor {t.get('name')!r} has a malformed array entry")
+            _artifact_check_array(path, t.get("name"), a)
+
+
 def _artifact_decode_groups(path, header: dict, payload: bytes) -> dict[str, bytes]:
-    """Decode every group back to its raw bytes."""
+    """Decode every group back to its raw bytes, never past the size its header declares."""
     raw = {}
     for g in header["groups"]:
         blob = payload[g["offset"]:g["offset"] + g["length"]]
         try:
             if g["codec"] == "rans":
-                raw[g["name"]] = b"".join(a.astype(np.int8).tobytes() for a in rans_decode(blob))
+                arrays = rans_decode(blob, max_symbols=g["raw_bytes"])
+                raw[g["name"]] = b"".join(a.astype(np.int8).tobytes() for a in arrays)
             else:
-                raw[g["name"]] = decompress(blob, g["codec"])
+                raw[g["name"]] = decompress(blob, g["codec"], max_bytes=g["raw_bytes"])
         except CodecError as exc:
             raise ArtifactError(f"{path}: group {g['name']!r} does not decode: {exc}") from exc
         if len(raw[g["name"]]) != g["raw_bytes"]:
@@ -1871,6 +2060,8 @@ def load_artifact(path, *, tokenizer_sha256: str | None = None) -> tuple[dict[st
     their dtype), header). Raises ArtifactError for a foreign, truncated or corrupt file, or when
     `tokenizer_sha256` is given and differs from the one the artifact was made with."""
     try:
+        if os.path.getsize(path) > ARTIFACT_MAX_RAW_BYTES:
+            raise ArtifactError(f"{path}: {os.path.getsize(path)} bytes, over the cap of {ARTIFACT_MAX_RAW_BYTES}")
         with open(path, "rb") as f:
             data = f.read()
     except OSError as exc:
@@ -1887,6 +2078,8 @@ def load_artifact(path, *, tokenizer_sha256: str | None = None) -> tuple[dict[st
     if tokenizer_sha256 is not None and header.get("tokenizer_sha256") != tokenizer_sha256:
         raise ArtifactError(f"{path}: tokenizer mismatch: artifact made with tokenizer sha256 "
                             f"{header.get('tokenizer_sha256')}, given {tokenizer_sha256}")
+    _artifact_check_groups(path, header)
+    _artifact_check_tensors(path, header)
     try:
         raw = _artifact_decode_groups(path, header, data[end:-_ARTIFACT_SHA_BYTES])
         state = {t["name"]: dequantize_tensor(_artifact_entry(path, t, raw)) for t in header["tensors"]}
@@ -1895,6 +2088,119 @@ def load_artifact(path, *, tokenizer_sha256: str | None = None) -> tuple[dict[st
     except (KeyError, TypeError, ValueError, IndexError) as exc:  # a header this code did not write
         raise ArtifactError(f"{path}: malformed artifact header or payload ({type(exc).__name__}: {exc})") from exc
     return state, {**header, "file_bytes": len(data), "header_bytes": end}
+
+
+GPTQ_RESERVE_MARGIN = 1.25  # the estimate's safety factor: solve times vary with the weights
+
+
+def uses_gptq(hp) -> bool:
+    return hp.quant_scheme.endswith("_gptq")
+
+
+def calibration_batches(hp, device, count: int | None = None) -> list[torch.Tensor]:
+    """The first `count` (GPTQ_CALIB_BATCHES) micro-batches of the training stream, identical on
+    every rank and at every world size: training data only, never validation."""
+    loader = DistributedTokenLoader(shard_file(hp.data_path, "train"), 0, 1, hp.vocab_size)
+    count = hp.gptq_calib_batches if count is None else count
+    return [loader.next_batch(hp.train_batch_tokens, hp.train_seq_len, hp.grad_accum_total)[0].to(device)
+            for _ in range(count)]
+
+
+def gptq_cost(tensor: torch.Tensor) -> int:
+    """Work of quantising one tensor: rows * cols^2 for a GPTQ matrix (the solve), else its size."""
+    return tensor.shape[0] * tensor.shape[1] ** 2 if tensor.ndim == 2 else tensor.numel()
+
+
+def assign_owners(state: dict, world: int) -> dict[str, int]:
+    """Tensor name -> the rank that quantises it: largest cost first, each to the least-loaded rank."""
+    load, owners = [0] * world, {}
+    for name in sorted(state, key=lambda n: (-gptq_cost(state[n]), n)):
+        rank = min(range(world), key=lambda r: (load[r], r))
+        owners[name] = rank
+        load[rank] += gptq_cost(state[name])
+    return owners
+
+
+def entry_to_bytes(entry: dict) -> bytes:
+    """A quantize_tensor entry as bytes: a JSON header line, then each array's raw bytes."""
+    arrays = [(k, np.ascontiguousarray(a)) for k, a in entry["arrays"].items()]
+    meta = {k: entry[k] for k in ("scheme", "shape", "dtype")}
+    meta["arrays"] = [[k, a.dtype.str, list(a.shape)] for k, a in arrays]
+    return json.dumps(meta).encode() + b"\n" + b"".join(a.tobytes() for _, a in arrays)
+
+
+def entry_from_bytes(data: bytes) -> dict:
+    head, _, body = data.partition(b"\n")
+    meta = json.loads(head)
+    arrays, offset = {}, 0
+    for key, dtype, shape in meta.pop("arrays"):
+        n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        arrays[key] = np.frombuffer(body[offset:offset + n], dtype=dtype).reshape(shape).copy()
+        offset += n
+    return {**meta, "arrays": arrays}
+
+
+def quantize_state_across_ranks(state: dict, scheme: str, hessians: dict | None, device) -> dict[str, dict]:
+    """quantize_state, each rank solving its share; every rank returns all entries, in state order."""
+    rank, world = rank_and_world()
+    owners = assign_owners(state, world)
+    local = quantize_state({n: t for n, t in state.items() if owners[n] == rank}, scheme, hessians, device=device)
+    if world == 1:
+        return local
+    return {n: entry_from_bytes(broadcast_bytes(entry_to_bytes(local[n]) if owners[n] == rank else None, owners[n]))
+            for n in state}
+
+
+def _sync(device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def estimate_gptq_ms(model, hp, device) -> dict:
+    """Time one calibration batch's Hessians and the solve of the largest GPTQ matrix on this
+    device; project calibration + this rank's share of the solves; the max over ranks, times
+    GPTQ_RESERVE_MARGIN. Uses the initial weights (the cost does not depend on their values)."""
+    state = {k: v.detach() for k, v in model.state_dict().items()}
+    gptq = {n: t for n, t in state.items() if t.ndim == 2 and default_plan(n, t, hp.quant_scheme).endswith("_gptq")}
+    t0 = _sync(device)
+    hessians = collect_hessians(model, calibration_batches(hp, device, count=1))
+    t1 = _sync(device)
+    largest = max(gptq, key=lambda n: (gptq_cost(gptq[n]), n)) if gptq else None
+    if largest is not None and largest in hessians:
+        quantize_tensor(gptq[largest].float().cpu(), default_plan(largest, gptq[largest], hp.quant_scheme),
+                        H=hessians[largest], device=device)
+    t2 = _sync(device)
+    rank, world = rank_and_world()
+    owners = assign_owners(state, world)
+    share = sum(gptq_cost(t) for n, t in gptq.items() if owners[n] == rank) / max(gptq_cost(gptq[largest]), 1) if gptq else 0
+    ms = torch.tensor([GPTQ_RESERVE_MARGIN * 1000 * (hp.gptq_calib_batches * (t1 - t0) + share * (t2 - t1))],
+                      dtype=torch.float64)
+    all_reduce_(ms, op="max")
+    return {"reserve_ms": float(ms.item()), "hessian_batch_ms": 1000 * (t1 - t0), "solve_largest_ms": 1000 * (t2 - t1),
+            "solve_share": share, "gptq_tensors": len(gptq)}
+
+
+def _holds(path: str, data: bytes) -> bool:
+    if not os.path.exists(path) or os.path.getsize(path) != len(data):
+        return False
+    with open(path, "rb") as f:
+        return f.read() == data
+
+
+def share_artifact(path: str, rank: int) -> None:
+    """Rank 0's artifact on every rank's disk, as bytes over the process group: ranks on nodes
+    without a shared filesystem reload exactly the file rank 0 wrote."""
+    data = None
+    if rank == 0:
+        with open(path, "rb") as f:
+            data = f.read()
+    data = broadcast_bytes(data, 0)
+    if rank != 0 and not _holds(path, data):
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
 
 
 CKPT_MAGIC = b"LGCKPT1\n"
@@ -1918,9 +2224,8 @@ def save_checkpoint(path: str, tensors: dict[str, torch.Tensor], meta: dict) -> 
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: str) -> tuple[dict[str, torch.Tensor], dict]:
-    with open(path, "rb") as f:
-        data = f.read()
+def parse_checkpoint(data: bytes, path: str = "checkpoint") -> tuple[dict[str, torch.Tensor], dict]:
+    """A checkpoint from its bytes (`path` only names it in errors)."""
     if not data.startswith(CKPT_MAGIC):
         raise ValueError(f"{path}: not a lila_golf checkpoint (bad magic)")
     (hlen,) = struct.unpack("<Q", data[8:16])
@@ -3149,18 +3454,53 @@ def optimizer_kwargs(hp, device) -> dict:
                 beta1=hp.beta1, beta2=hp.beta2, adam_eps=hp.adam_eps, fused=device.type == "cuda")
 
 
+def micro_batches(grad_accum_total: int, world_size: int) -> int:
+    """Micro-batches per rank and step: GRAD_ACCUM_TOTAL shared over the ranks, at least one each.
+    The global batch is TRAIN_BATCH_TOKENS at every world size (each rank takes its share)."""
+    return max(1, grad_accum_total // world_size)
+
+
+# fields that may change between a run and its resumption (paths, logging, the stop itself)
+RESUME_FREE_FIELDS = {"resume", "stop_at_step", "checkpoint_every", "out_dir", "run_id", "data_path",
+                      "tokenizer_path", "val_loss_every", "train_log_every", "telemetry_every",
+                      "save_float_weights", "val_max_tokens", "eval_stride", "compile", "compile_warmup_steps"}
+
+
+def resume_fingerprint(hp, world_size: int) -> dict:
+    """What a checkpoint must agree on to be resumed: every training-relevant field and the world size."""
+    return {**{k: v for k, v in hp.as_dict().items() if k not in RESUME_FREE_FIELDS}, "world_size": world_size}
+
+
+def check_resume_config(saved: dict | None, current: dict, path: str) -> None:
+    if saved is None:
+        raise ValueError(f"{path}: checkpoint has no config fingerprint (made by an older version); cannot check it")
+    diff = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
+    if diff:
+        detail = ", ".join(f"{k.upper()}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}" for k in diff[:5])
+        raise ValueError(f"{path} was saved by a different config ({detail}); refusing to resume")
+
+
+def would_overrun(train_time_ms: float, recent_step_ms: list[float], budget_ms: float) -> bool:
+    """The challenge's clock is exact: no step may start that its measured step time (the slowest
+    of the recent steps) says would end past budget_ms. budget_ms <= 0 means no cap."""
+    if budget_ms <= 0:
+        return False
+    return train_time_ms + (max(recent_step_ms) if recent_step_ms else 0.0) > budget_ms
+
+
 class Trainer:
     """One optimiser step = grad_accum micro-batches on each rank; all ranks see one global batch."""
 
     def __init__(self, hp, denv, device, autocast, model, log):
-        if hp.grad_accum_total % denv.world_size:
-            raise ValueError(f"GRAD_ACCUM_TOTAL={hp.grad_accum_total} is not a multiple of world_size={denv.world_size}")
         self.hp, self.denv, self.device, self.autocast, self.log = hp, denv, device, autocast, log
         self.model = model
-        self.micro_steps = hp.grad_accum_total // denv.world_size
-        self.ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if denv.distributed else None
-        forward_model = self.ddp or model
-        self.forward_model = torch.compile(forward_model) if hp.compile and device.type == "cuda" else forward_model
+        self.micro_steps = micro_batches(hp.grad_accum_total, denv.world_size)
+        self.budget_ms = 1000 * hp.max_wallclock_seconds  # training's share of the cap (main sets it)
+        # compile the model itself and let DDP wrap the compiled module (DDP inside a fullgraph
+        # compile would split the graph at its gradient buckets)
+        compiled = torch.compile(model, dynamic=False, fullgraph=True) if hp.compile else model
+        self.ddp = DistributedDataParallel(compiled, device_ids=[device.index] if device.type == "cuda" else None) if denv.distributed else None
+        self.forward_model = self.ddp or compiled
         self.optimizers = build_optimizers(model, **optimizer_kwargs(hp, device))
         self.ema = EMA(model, hp.ema_decay) if hp.ema_decay > 0 else None
         self.swa = SWA(model) if hp.swa_every > 0 else None
@@ -3190,7 +3530,7 @@ class Trainer:
                 loss.backward()
             total += float(loss.detach())
         scale = lr_scale(step, elapsed_ms, warmup_steps=hp.warmup_steps, warmdown_steps=hp.warmdown_steps,
-                         iterations=hp.iterations, max_wallclock_ms=1000 * hp.max_wallclock_seconds)
+                         iterations=hp.iterations, max_wallclock_ms=self.budget_ms)
         momentum = muon_momentum_at(step, start=hp.muon_momentum_warmup_start, end=hp.muon_momentum,
                                     warmup_steps=hp.muon_momentum_warmup_steps)
         for opt in self.optimizers:
@@ -3213,22 +3553,22 @@ class Trainer:
     def global_mean(self, value: float) -> float:
         if not self.denv.distributed:
             return value
-        t = torch.tensor([value], dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
-        return float(t) / self.denv.world_size
+        return float(all_reduce_(torch.tensor([value], dtype=torch.float64))) / self.denv.world_size
 
     # --- checkpoints (no pickle) ---
     def save(self, path: str, step: int, train_time_ms: float) -> None:
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         meta = {"step": step, "train_time_ms": train_time_ms, "loader": self.loader.state_dict(),
+                "config": resume_fingerprint(self.hp, self.denv.world_size),
                 "optimizers": [flatten_optimizer_state(f"opt{i}", o.state_dict(), tensors) for i, o in enumerate(self.optimizers)]}
         for name, avg in (("ema", self.ema), ("swa", self.swa)):
             if avg is not None:  # flat {key: tensor} states
                 tensors.update({f"{name}/{k}": v for k, v in avg.state_dict().items()})
         save_checkpoint(path, tensors, meta)
 
-    def load(self, path: str) -> tuple[int, float]:
-        tensors, meta = load_checkpoint(path)
+    def load(self, path: str, data: bytes) -> tuple[int, float]:
+        tensors, meta = parse_checkpoint(data, path)
+        check_resume_config(meta.get("config"), resume_fingerprint(self.hp, self.denv.world_size), path)
         self.model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
         for opt, flat in zip(self.optimizers, meta["optimizers"]):
             state = unflatten_optimizer_state(flat, tensors)
@@ -3291,32 +3631,58 @@ def load_validation(hp, sp_tables, log) -> dict:
     return {"tokens": tokens, "bytes": target_bytes(tokens[:-1], tokens[1:], sp_tables), "tables": sp_tables}
 
 
-def export_and_roundtrip(trainer, hp, denv, device, autocast, val, log, run_dir, code_bytes, tok_sha) -> int:
-    """Quantise + code the final weights, reload them from disk into a fresh model, re-evaluate."""
-    model = trainer.model
-    artifact_path = os.path.join(run_dir, f"final_model.{hp.quant_scheme}.{hp.codec}.lgz")
-    hessians = None
-    t_calib = time.perf_counter()
-    if hp.quant_scheme.endswith("_gptq"):
-        batches = [trainer.loader.next_batch(hp.train_batch_tokens, hp.train_seq_len, trainer.micro_steps)[0].to(device) for _ in range(4)]
-        hessians = collect_hessians(model, batches)
-        if denv.distributed:  # each rank saw its own batches: sum X^T X over ranks
-            for h in hessians.values():
-                dist.all_reduce(h)
-        log(f"gptq_calibration_time_ms:{1000 * (time.perf_counter() - t_calib):.0f} hessians:{len(hessians)}")
+def calibrate_and_quantize(model, hp, device, log) -> tuple[dict, float]:
+    """GPTQ calibration (training batches) + the solve, split across ranks; inside the clock.
+    Returns (quantize_state entries, gptq_time_ms); without GPTQ the plain quantisation, untimed."""
+    state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+    t0 = time.perf_counter()
+    hessians = collect_hessians(model, calibration_batches(hp, device)) if uses_gptq(hp) else None
+    entries = quantize_state_across_ranks(state, hp.quant_scheme, hessians, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    gptq_ms = 1000 * (time.perf_counter() - t0) if uses_gptq(hp) else 0.0
+    if hessians is not None:
+        log(f"gptq_time_ms:{gptq_ms:.0f} hessians:{len(hessians)} calib_batches:{hp.gptq_calib_batches}")
+    return entries, gptq_ms
+
+
+def log_time_budget(log, hp, train_time_ms: float, gptq_ms: float) -> bool:
+    """train + GPTQ against the cap; True when within it (or uncapped)."""
+    cap_ms = 1000 * hp.max_wallclock_seconds
+    total = train_time_ms + gptq_ms
+    log(f"time_budget train_time_ms:{train_time_ms:.0f} gptq_time_ms:{gptq_ms:.0f} total_ms:{total:.0f} cap_ms:{cap_ms:.0f}")
+    if cap_ms > 0 and total > cap_ms:
+        log(f"time_valid:false over_cap_ms:{total - cap_ms:.0f}")
+        return False
+    log("time_valid:true")
+    return True
+
+
+def write_artifact(path, state_entries, model, hp, denv, tok_sha, log) -> None:
+    """Rank 0 codes and writes the artifact; every rank then holds the same file (as bytes)."""
     if denv.rank == 0:
         state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+        config = GPTConfig.from_hparams(hp).__dict__
         if hp.save_float_weights:  # not part of the artifact: for quantisation studies
-            save_checkpoint(os.path.join(run_dir, "final_weights.lgck"), state, {"model_config": GPTConfig.from_hparams(hp).__dict__})
+            save_checkpoint(os.path.join(os.path.dirname(path), "final_weights.lgck"), state, {"model_config": config})
         t0 = time.perf_counter()
-        save_artifact(artifact_path, state, model_config=GPTConfig.from_hparams(hp).__dict__,
-                      tokenizer_sha256=tok_sha, scheme=hp.quant_scheme, codec=hp.codec, hessians=hessians)
-        header = read_artifact_header(artifact_path)
+        save_artifact(path, state, model_config=config, tokenizer_sha256=tok_sha, scheme=hp.quant_scheme,
+                      codec=hp.codec, entries=state_entries)
+        header = read_artifact_header(path)
         log(f"export_time_ms:{1000 * (time.perf_counter() - t0):.0f} num_params:{header['num_params']} "
             f"sym_h0_bytes:{header['sym_h0_bits'] / 8:.0f} sym_coded_bytes:{header['sym_coded_bytes']} "
             f"coded_over_h0:{8 * header['sym_coded_bytes'] / max(header['sym_h0_bits'], 1):.4f}")
-    if denv.distributed:
-        dist.barrier()
+    share_artifact(path, denv.rank)
+
+
+def export_and_roundtrip(trainer, hp, denv, device, autocast, val, log, run_dir, code_bytes, tok_sha,
+                         train_time_ms: float) -> int:
+    """Quantise + code the final weights, reload them from disk into a fresh model, re-evaluate.
+    Exit status 1 when the artifact is over 16,000,000 bytes or train + GPTQ time is over the cap."""
+    artifact_path = os.path.join(run_dir, f"final_model.{hp.quant_scheme}.{hp.codec}.lgz")
+    entries, gptq_ms = calibrate_and_quantize(trainer.model, hp, device, log)
+    time_valid = log_time_budget(log, hp, train_time_ms, gptq_ms)
+    write_artifact(artifact_path, entries, trainer.model, hp, denv, tok_sha, log)
     state, header = load_artifact(artifact_path, tokenizer_sha256=tok_sha)
     fresh = GPT(GPTConfig(**header["model_config"])).to(device)
     fresh.load_state_dict(state)
@@ -3337,7 +3703,67 @@ def export_and_roundtrip(trainer, hp, denv, device, autocast, val, log, run_dir,
         log(f"artifact_valid:false over_limit_by:{bytes_total - ARTIFACT_LIMIT_BYTES}")
         return 1
     log("artifact_valid:true")
-    return 0
+    return 0 if time_valid else 1
+
+
+def start_run(hp, denv, device):
+    """Run folder, log, code hash, config.json, seeds."""
+    run_dir = os.path.join(hp.out_dir, hp.run_id)
+    os.makedirs(run_dir, exist_ok=True)
+    log = RunLog(os.path.join(run_dir, "train.log"), denv.rank == 0)
+    code_path = os.path.abspath(sys.argv[0])
+    with open(code_path, "rb") as f:
+        code_bytes = f.read()
+    log_environment(log, hp, denv, device, code_bytes, code_path)
+    if denv.rank == 0:
+        with open(os.path.join(run_dir, "config.json"), "w", encoding="utf-8") as f:
+            json.dump(hp.as_dict(), f, indent=1)
+    torch.manual_seed(hp.seed)
+    np.random.seed(hp.seed)
+    return run_dir, log, code_bytes
+
+
+def read_if_exists(path: str) -> bytes:
+    if not os.path.exists(path):
+        return b""
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def resume_or_warm_up(trainer, hp, denv, ckpt_path, log) -> tuple[int, float]:
+    """RESUME=1: continue from rank 0's checkpoint (shared as bytes: ranks need no common
+    filesystem); else with COMPILE=1 compile on a few steps and restore. (start_step, train_time_ms)."""
+    if hp.resume:
+        data = broadcast_bytes(read_if_exists(ckpt_path) if denv.rank == 0 else None, 0)
+        if not data:
+            raise FileNotFoundError(f"RESUME=1 but there is no checkpoint at {ckpt_path} (rank 0): "
+                                    f"set OUT_DIR/RUN_ID to the run to resume, or drop RESUME")
+        start_step, train_time_ms = trainer.load(ckpt_path, data)
+        log(f"resumed_from_step:{start_step} train_time:{train_time_ms:.0f}ms")
+        return start_step, train_time_ms
+    if hp.compile:
+        compile_warmup(trainer, hp.compile_warmup_steps)
+    return 0, 0.0
+
+
+def gptq_reserve_ms(model, hp, device, log) -> float:
+    """Clock kept back for calibration + solve: GPTQ_RESERVE_SECONDS, or the timed estimate."""
+    if not uses_gptq(hp) or hp.max_wallclock_seconds <= 0:
+        return 0.0
+    if hp.gptq_reserve_seconds >= 0:
+        log(f"gptq_reserve_ms:{1000 * hp.gptq_reserve_seconds:.0f} source:GPTQ_RESERVE_SECONDS")
+        return 1000 * hp.gptq_reserve_seconds
+    est = estimate_gptq_ms(model, hp, device)
+    log(f"gptq_reserve_ms:{est['reserve_ms']:.0f} source:estimate hessian_batch_ms:{est['hessian_batch_ms']:.1f} "
+        f"solve_largest_ms:{est['solve_largest_ms']:.1f} solve_share:{est['solve_share']:.2f} gptq_tensors:{est['gptq_tensors']}")
+    return est["reserve_ms"]
+
+
+def stop_agreed(last_step: bool, denv) -> bool:
+    """Every rank must stop on the same step: the max of the ranks' flags."""
+    if not denv.distributed:
+        return last_step
+    return bool(all_reduce_(torch.tensor([int(last_step)]), op="max").item())
 
 
 # ============================== main ==============================
@@ -3347,20 +3773,9 @@ def main() -> int:
     denv = dist_env()
     device, autocast = setup_device(denv)
     if denv.distributed:
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        init_distributed(device)
     master = denv.rank == 0
-    run_dir = os.path.join(hp.out_dir, hp.run_id)
-    os.makedirs(run_dir, exist_ok=True)
-    log = RunLog(os.path.join(run_dir, "train.log"), master)
-    code_path = os.path.abspath(sys.argv[0])
-    with open(code_path, "rb") as f:
-        code_bytes = f.read()
-    log_environment(log, hp, denv, device, code_bytes, code_path)
-    if master:
-        with open(os.path.join(run_dir, "config.json"), "w", encoding="utf-8") as f:
-            json.dump(hp.as_dict(), f, indent=1)
-    torch.manual_seed(hp.seed)
-    np.random.seed(hp.seed)
+    run_dir, log, code_bytes = start_run(hp, denv, device)
 
     sp = load_tokenizer(hp.tokenizer_path)
     if sp.vocab_size() != hp.vocab_size:
@@ -3370,23 +3785,14 @@ def main() -> int:
     model = build_model(hp, device)
     log(f"model_params:{count_params(model)} val_targets:{len(val['tokens']) - 1} val_bytes:{int(val['bytes'].sum())}")
     trainer = Trainer(hp, denv, device, autocast, model, log)
-
     ckpt_path = os.path.join(run_dir, "checkpoint.lgck")
-    start_step, train_time_ms = 0, 0.0
-    if hp.resume and os.path.exists(ckpt_path):
-        start_step, train_time_ms = trainer.load(ckpt_path)
-        log(f"resumed_from_step:{start_step} train_time:{train_time_ms:.0f}ms")
-    elif hp.compile and device.type == "cuda":
-        compile_warmup(trainer, 20)
+    start_step, train_time_ms = resume_or_warm_up(trainer, hp, denv, ckpt_path, log)
+    trainer.budget_ms = 1000 * hp.max_wallclock_seconds - gptq_reserve_ms(model, hp, device, log)
 
-    cap_ms = 1000 * hp.max_wallclock_seconds
-    step, last_step_start_ms = start_step, train_time_ms
+    step, last_step_start_ms, recent_ms = start_step, train_time_ms, []
     while True:
-        last_step = step >= hp.iterations or (cap_ms > 0 and train_time_ms >= cap_ms)
-        if denv.distributed:  # every rank must agree to stop on the same step
-            flag = torch.tensor([int(last_step)], device=device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            last_step = bool(flag.item())
+        over = hp.max_wallclock_seconds > 0 and would_overrun(train_time_ms, recent_ms[-5:], trainer.budget_ms)
+        last_step = stop_agreed(step >= hp.iterations or over, denv)
         should_eval = hp.val_loss_every > 0 and step > 0 and (step % hp.val_loss_every == 0 or last_step)
         if should_eval:
             res = run_validation(model, val, hp, device, autocast, denv)
@@ -3400,7 +3806,8 @@ def main() -> int:
         train_loss = trainer.step(step, train_time_ms)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        train_time_ms += 1000 * (time.perf_counter() - t0)
+        recent_ms.append(1000 * (time.perf_counter() - t0))
+        train_time_ms += recent_ms[-1]
         step += 1
         if not math.isfinite(train_loss):
             log(f"error:non_finite_loss step:{step} train_loss:{train_loss}")
@@ -3415,7 +3822,8 @@ def main() -> int:
         if hp.stop_at_step and step == hp.stop_at_step:
             log(f"stopped_at_step:{step} (STOP_AT_STEP: simulated interruption)")
             return 0
-    log(f"train_steps:{step} train_time_ms:{train_time_ms:.0f} last_step_start_ms:{last_step_start_ms:.0f}")
+    log(f"train_steps:{step} train_time_ms:{train_time_ms:.0f} last_step_start_ms:{last_step_start_ms:.0f} "
+        f"train_budget_ms:{trainer.budget_ms:.0f}")
     if trainer.swa is not None and trainer.swa.count > 0:
         trainer.swa.copy_to(model)
         log(f"weights:swa snapshots:{trainer.swa.count}")
@@ -3424,9 +3832,8 @@ def main() -> int:
         log(f"weights:ema decay:{hp.ema_decay}")
     res = run_validation(model, val, hp, device, autocast, denv)
     log(f"final_float val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} tokens:{res['tokens']} bytes:{res['bytes']}")
-    status = export_and_roundtrip(trainer, hp, denv, device, autocast, val, log, run_dir, code_bytes, tok_sha)
-    if denv.distributed:
-        dist.destroy_process_group()
+    status = export_and_roundtrip(trainer, hp, denv, device, autocast, val, log, run_dir, code_bytes, tok_sha, train_time_ms)
+    shutdown_distributed()
     return status
 
 

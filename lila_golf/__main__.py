@@ -8,6 +8,7 @@
     python -m lila_golf audit --scorer ngram SHARD       # validity audit of a scorer (C1-C4)
     python -m lila_golf eval RUN_OR_ARTIFACT [--stride 64] [--scorer model+ngram]
     python -m lila_golf generate --artifact A --prompt "..."
+    python -m lila_golf preflight            # a record run's inputs and budgets, before paying for it
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ COMMANDS = [
     ("lila_golf.tools.audit", "add_audit_parser"),
     ("lila_golf.tools.records", "add_records_parsers"),
     ("lila_golf.tools.generate", "add_generate_parser"),
+    ("lila_golf.tools.preflight", "add_preflight_parser"),
 ]
 
 

@@ -1,10 +1,15 @@
-"""The audit passes the n-gram scorer on real data and catches the three kinds of invalid scorer."""
+"""The audit passes every scorer of ours on real data and catches scorers built to cheat: hashed
+target-in-key counts, updating before scoring, peeking ahead, and the cheats of tests/audit_cheats.py
+(on a fraction of positions, where not probed, by probe set, by instance)."""
 import numpy as np
 import pytest
+import torch
 
 from lila_golf.tools.audit import main, run_audit
 from lila_golf.core.data import read_shard
-from lila_golf.core.scoring import NgramScorer
+from lila_golf.core.model import GPT, GPTConfig
+from lila_golf.core.scoring import MixtureScorer, ModelScorer, NgramScorer
+from tests.audit_cheats import BigramScorer, CheatingScorer
 
 V = 1024
 
@@ -129,3 +134,92 @@ def test_cli_exit_codes(mini_data, capsys):
 
 def make_update_first():
     return UpdateFirstScorer(V, max_order=6)
+
+
+# ----------------------------------------------------------------- cheats the old audit let through
+
+SEEDS = range(5)
+
+
+def caught(results) -> bool:
+    return not all(r.passed for r in results)
+
+
+@pytest.mark.parametrize("kind,fraction,condition", [
+    ("misreport", 0.01, "C2"),        # wrong log p on 1% of targets, honest distributions
+    ("unnormalised", 0.01, "C2"),     # distributions that agree with it but sum to more than 1
+    ("probe_aware", 0.01, "C4"),      # honest wherever probed, cheats on 1% of the rest
+    ("probe_set", 0.01, "C4"),        # cheats only in chunks nothing is probed in (an eval pass)
+    ("update_first", 0.20, "C3"),     # x_t counted before scoring it, on 20% of targets
+    ("peek_future", 0.20, "C1"),      # mass moved onto x_{t+1}, on 20% of targets
+])
+def test_cheating_on_a_fraction_of_positions_is_caught_at_every_seed(val_head, kind, fraction, condition):
+    tokens = val_head[:16385]
+    for seed in SEEDS:  # the default audit settings, a 2048-token chunk
+        results = run_audit(lambda: CheatingScorer(BigramScorer(V), kind, fraction), tokens, chunk_size=2048, seed=seed)
+        assert not {r.condition: r.passed for r in results}[condition], (seed, [r.line() for r in results])
+
+
+_instances = []
+
+
+class FirstInstanceCheats(NgramScorer):
+    """Cheats (misreports 1% of targets) only in the first instance of the process, as an eval makes one."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        _instances.append(self)
+        self.cheat = CheatingScorer(self, "misreport", 0.01) if len(_instances) == 1 else None
+
+    def begin(self, first_token):
+        super().begin(first_token)
+        if self.cheat is not None:
+            self.cheat.pos = 1
+
+    def score_chunk(self, chunk, probe=()):
+        if self.cheat is None:
+            return super().score_chunk(chunk, probe)
+        self.cheat.inner, cheat = _Honest(self), self.cheat
+        return cheat.score_chunk(chunk, probe)
+
+
+class _Honest:
+    def __init__(self, scorer):
+        self.scorer, self.vocab_size = scorer, scorer.vocab_size
+
+    def score_chunk(self, chunk, probe=()):
+        return NgramScorer.score_chunk(self.scorer, chunk, probe)
+
+
+def test_a_scorer_that_cheats_in_one_instance_only_is_caught(val_head):
+    _instances.clear()
+    results = run_audit(lambda: FirstInstanceCheats(V, max_order=4), val_head[:8193], chunk_size=2048, seed=3)
+    assert not {r.condition: r.passed for r in results}["C4"], [r.line() for r in results]
+
+
+def test_every_scorer_of_ours_passes_with_default_settings(val_head):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=V, num_layers=1, model_dim=32, num_heads=2, num_kv_heads=1, mlp_mult=2)).eval()
+    tokens = val_head[:3001]
+    makers = {"ngram": lambda: NgramScorer(V, max_order=5),
+              "model": lambda: ModelScorer(model, 64, 16, V),
+              "model+ngram": lambda: MixtureScorer(ModelScorer(model, 64, 16, V), NgramScorer(V, max_order=5))}
+    for name, make in makers.items():
+        results = run_audit(make, tokens, chunk_size=512, n_check=6, seed=11)
+        assert all(r.passed for r in results), (name, [r.line() for r in results])
+        assert results.probed >= 512 and results.seed == 11
+
+
+def test_default_seed_is_random_and_printed(mini_data, capsys):
+    shard = str(mini_data / "fineweb_val_000000.bin")
+    args = ["--max-tokens", "3000", "--n-check", "2", "--n-probe", "64", "--chunk-size", "512", shard]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert main(args) == 0
+    second = capsys.readouterr().out
+    seeds = [out.split("audit_seed:")[1].split()[0] for out in (first, second)]
+    assert seeds[0] != seeds[1]  # 1 in 2^31 to collide
+    assert main(["--seed", seeds[0], *args]) == 0
+    again = capsys.readouterr().out
+    coverage = [l for l in again.splitlines() if l.startswith("audit_coverage")]
+    assert coverage == [l for l in first.splitlines() if l.startswith("audit_coverage")] and "1-(1-f)^" in coverage[0]

@@ -92,7 +92,8 @@ def test_record_preset_builds_steps_and_exports_on_cpu(tmp_path, mini_data, sp10
     Tiny batch; int6 without GPTQ here because Hessian calibration of 27M params takes minutes on
     this CPU (GPTQ itself is tested in test_quant.py)."""
     env = {"PRESET": "record", "TRAIN_BATCH_TOKENS": "1024", "TRAIN_SEQ_LEN": "128", "GRAD_ACCUM_TOTAL": "1",
-           "ITERATIONS": "1", "VAL_MAX_TOKENS": "256", "VAL_LOSS_EVERY": "0", "QUANT_SCHEME": "int6_lite"}
+           "ITERATIONS": "1", "VAL_MAX_TOKENS": "256", "VAL_LOSS_EVERY": "0", "QUANT_SCHEME": "int6_lite",
+           "COMPILE": "0"}
     proc, log = run_script(tmp_path, mini_data, sp1024_model, env, run_id="record")
     assert proc.returncode == 0, proc.stderr[-3000:]
     params = int(re.search(r"model_params:(\d+)", log).group(1))

@@ -35,7 +35,10 @@ Header JSON:
                       sym group, summed) of the integer symbols beside the bytes they were coded in.
 
 Nothing is ever pickled; the loader checks magic, version, length, checksum and tokenizer hash
-before it decodes anything, and every failure is an ArtifactError naming the file.
+before it decodes anything, and every failure is an ArtifactError naming the file. What the header
+declares is checked against caps first (header length, decoded bytes of all groups, elements per
+tensor, numeric dtypes, nbytes = elements x itemsize, groups inside the payload), and no group is
+ever decoded past the size it declares: a small file that would expand to gigabytes stops there.
 
 Usage:
     n = save_artifact("final_model.lgz", model.state_dict(), model_config=cfg,
@@ -64,6 +67,12 @@ _ARTIFACT_SYM_KEYS = {"awq_q": "sym8", "lqer_a": "sym2", "lqer_b": "sym4"}
 _ARTIFACT_PREFIX = struct.Struct("<8sHI")  # magic, version, header length
 _ARTIFACT_SHA_BYTES = 32
 _ARTIFACT_RANS_SIDE_CODEC = "lzma"
+# Caps on what a header may declare, checked before anything is decoded (an artifact that passes
+# 16,000,000 bytes is invalid anyway; these leave room for float studies far past it).
+ARTIFACT_MAX_HEADER_BYTES = 1 << 24        # JSON header length
+ARTIFACT_MAX_RAW_BYTES = 1 << 30           # all groups decoded together
+ARTIFACT_MAX_TENSOR_ELEMENTS = 1 << 28     # one tensor
+_ARTIFACT_ARRAY_KINDS = "biuf"             # numpy dtype kinds an array may have (no objects)
 
 
 class ArtifactError(ValueError):
@@ -173,7 +182,8 @@ def save_artifact(path, state_dict: dict, *, model_config: dict, tokenizer_sha25
                   entries: dict | None = None) -> int:
     """Quantise `state_dict` (see quantize_state), code it with `codec` (zlib, lzma, zstd, brotli,
     rans, best) and write the artifact to `path` atomically. streams "role": symbol groups per
-    bit width and tensor role. `entries`: already quantised (quantize_state), skips quantising.
+    bit width and tensor role. `entries`: quantize_state's result when already computed (e.g.
+    across ranks).
     Returns the number of bytes written."""
     if codec not in ARTIFACT_CODECS:
         raise ValueError(f"unknown artifact codec {codec!r}: expected one of {ARTIFACT_CODECS}")
@@ -224,6 +234,8 @@ def _artifact_parse_prefix(path, head: bytes, file_bytes: int) -> tuple[int, dic
         raise ArtifactError(f"{path}: unsupported artifact format version {version} "
                             f"(this code reads {ARTIFACT_READ_VERSIONS})")
     end = _ARTIFACT_PREFIX.size + hlen
+    if hlen > ARTIFACT_MAX_HEADER_BYTES:
+        raise ArtifactError(f"{path}: header length {hlen} exceeds the cap of {ARTIFACT_MAX_HEADER_BYTES} bytes")
     if end + _ARTIFACT_SHA_BYTES > file_bytes or len(head) < end:
         raise ArtifactError(f"{path}: truncated artifact ({file_bytes} bytes, header alone needs {end})")
     try:
@@ -243,23 +255,79 @@ def read_artifact_header(path) -> dict:
         with open(path, "rb") as f:
             prefix = f.read(_ARTIFACT_PREFIX.size)
             hlen = _ARTIFACT_PREFIX.unpack_from(prefix)[2] if len(prefix) == _ARTIFACT_PREFIX.size else 0
-            head = prefix + f.read(hlen)
+            head = prefix + f.read(min(hlen, ARTIFACT_MAX_HEADER_BYTES + 1))
     except OSError as exc:
         raise ArtifactError(f"{path}: cannot read artifact ({exc})") from exc
     end, header = _artifact_parse_prefix(path, head, file_bytes)
     return {**header, "file_bytes": file_bytes, "header_bytes": end}
 
 
+def _artifact_int(value, lo: int, hi: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
+
+
+def _artifact_check_groups(path, header: dict) -> None:
+    """Every group lies inside the payload and declares a decoded size; together within the cap."""
+    groups, payload_bytes = header.get("groups"), header["payload_bytes"]
+    if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+        raise ArtifactError(f"{path}: malformed artifact header (groups is not a list of objects)")
+    total = 0
+    for g in groups:
+        off, length, raw = g.get("offset"), g.get("length"), g.get("raw_bytes")
+        if not (_artifact_int(off, 0, payload_bytes) and _artifact_int(length, 0, payload_bytes - off)):
+            raise ArtifactError(f"{path}: group {g.get('name')!r} lies outside the payload")
+        if not _artifact_int(raw, 0, ARTIFACT_MAX_RAW_BYTES):
+            raise ArtifactError(f"{path}: group {g.get('name')!r} declares {raw} decoded bytes "
+                                f"(cap {ARTIFACT_MAX_RAW_BYTES})")
+        total += raw
+    if total > ARTIFACT_MAX_RAW_BYTES:
+        raise ArtifactError(f"{path}: groups declare {total} decoded bytes in all, over the cap of {ARTIFACT_MAX_RAW_BYTES}")
+
+
+def _artifact_check_array(path, name, a) -> None:
+    """One array entry: a numeric dtype, a shape within the element cap, nbytes = elements * itemsize."""
+    try:
+        dtype = np.dtype(a["dtype"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ArtifactError(f"{path}: tensor {name!r} has a bad array dtype ({exc})") from None
+    shape = a.get("shape")
+    if dtype.kind not in _ARTIFACT_ARRAY_KINDS or not isinstance(shape, list) \
+            or not all(_artifact_int(d, 0, ARTIFACT_MAX_TENSOR_ELEMENTS) for d in shape):
+        raise ArtifactError(f"{path}: tensor {name!r} array {a.get('key')!r}: dtype {dtype} or shape {shape} not allowed")
+    elements = int(np.prod(shape, dtype=object)) if shape else 1
+    if elements > ARTIFACT_MAX_TENSOR_ELEMENTS or a.get("nbytes") != elements * dtype.itemsize \
+            or not _artifact_int(a.get("offset"), 0, ARTIFACT_MAX_RAW_BYTES):
+        raise ArtifactError(f"{path}: tensor {name!r} array {a.get('key')!r} declares {elements} elements "
+                            f"(cap {ARTIFACT_MAX_TENSOR_ELEMENTS}) in {a.get('nbytes')} bytes at offset {a.get('offset')}")
+
+
+def _artifact_check_tensors(path, header: dict) -> None:
+    tensors = header.get("tensors")
+    if not isinstance(tensors, list) or not all(isinstance(t, dict) and isinstance(t.get("arrays"), list) for t in tensors):
+        raise ArtifactError(f"{path}: malformed artifact header (tensors is not a list of objects with arrays)")
+    for t in tensors:
+        shape = t.get("shape")
+        if not isinstance(shape, list) or not all(_artifact_int(d, 0, ARTIFACT_MAX_TENSOR_ELEMENTS) for d in shape) \
+                or int(np.prod(shape, dtype=object) if shape else 1) > ARTIFACT_MAX_TENSOR_ELEMENTS:
+            raise ArtifactError(f"{path}: tensor {t.get('name')!r} shape {shape} exceeds the cap of "
+                                f"{ARTIFACT_MAX_TENSOR_ELEMENTS} elements")
+        for a in t["arrays"]:
+            if not isinstance(a, dict):
+                raise ArtifactError(f"{path}: tensor {t.get('name')!r} has a malformed array entry")
+            _artifact_check_array(path, t.get("name"), a)
+
+
 def _artifact_decode_groups(path, header: dict, payload: bytes) -> dict[str, bytes]:
-    """Decode every group back to its raw bytes."""
+    """Decode every group back to its raw bytes, never past the size its header declares."""
     raw = {}
     for g in header["groups"]:
         blob = payload[g["offset"]:g["offset"] + g["length"]]
         try:
             if g["codec"] == "rans":
-                raw[g["name"]] = b"".join(a.astype(np.int8).tobytes() for a in rans_decode(blob))
+                arrays = rans_decode(blob, max_symbols=g["raw_bytes"])
+                raw[g["name"]] = b"".join(a.astype(np.int8).tobytes() for a in arrays)
             else:
-                raw[g["name"]] = decompress(blob, g["codec"])
+                raw[g["name"]] = decompress(blob, g["codec"], max_bytes=g["raw_bytes"])
         except CodecError as exc:
             raise ArtifactError(f"{path}: group {g['name']!r} does not decode: {exc}") from exc
         if len(raw[g["name"]]) != g["raw_bytes"]:
@@ -286,6 +354,8 @@ def load_artifact(path, *, tokenizer_sha256: str | None = None) -> tuple[dict[st
     their dtype), header). Raises ArtifactError for a foreign, truncated or corrupt file, or when
     `tokenizer_sha256` is given and differs from the one the artifact was made with."""
     try:
+        if os.path.getsize(path) > ARTIFACT_MAX_RAW_BYTES:
+            raise ArtifactError(f"{path}: {os.path.getsize(path)} bytes, over the cap of {ARTIFACT_MAX_RAW_BYTES}")
         with open(path, "rb") as f:
             data = f.read()
     except OSError as exc:
@@ -302,6 +372,8 @@ def load_artifact(path, *, tokenizer_sha256: str | None = None) -> tuple[dict[st
     if tokenizer_sha256 is not None and header.get("tokenizer_sha256") != tokenizer_sha256:
         raise ArtifactError(f"{path}: tokenizer mismatch: artifact made with tokenizer sha256 "
                             f"{header.get('tokenizer_sha256')}, given {tokenizer_sha256}")
+    _artifact_check_groups(path, header)
+    _artifact_check_tensors(path, header)
     try:
         raw = _artifact_decode_groups(path, header, data[end:-_ARTIFACT_SHA_BYTES])
         state = {t["name"]: dequantize_tensor(_artifact_entry(path, t, raw)) for t in header["tensors"]}

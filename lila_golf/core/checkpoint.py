@@ -36,7 +36,11 @@ def save_checkpoint(path: str, tensors: dict[str, torch.Tensor], meta: dict) -> 
 
 def load_checkpoint(path: str) -> tuple[dict[str, torch.Tensor], dict]:
     with open(path, "rb") as f:
-        data = f.read()
+        return parse_checkpoint(f.read(), path)
+
+
+def parse_checkpoint(data: bytes, path: str = "checkpoint") -> tuple[dict[str, torch.Tensor], dict]:
+    """A checkpoint from its bytes (`path` only names it in errors)."""
     if not data.startswith(CKPT_MAGIC):
         raise ValueError(f"{path}: not a lila_golf checkpoint (bad magic)")
     (hlen,) = struct.unpack("<Q", data[8:16])

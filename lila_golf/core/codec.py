@@ -62,11 +62,15 @@ def compress(data: bytes, codec: str) -> bytes:
     raise CodecError(f"unknown codec {codec!r}: expected one of {CODEC_NAMES}")
 
 
-def decompress(data: bytes, codec: str) -> bytes:
-    """Inverse of compress; corrupt or truncated input raises CodecError naming the codec."""
+def decompress(data: bytes, codec: str, max_bytes: int | None = None) -> bytes:
+    """Inverse of compress; corrupt or truncated input raises CodecError naming the codec.
+    max_bytes: stop and raise as soon as the output would pass it (a small input can expand to
+    gigabytes), so at most about max_bytes are ever held; None = no bound."""
     if codec not in CODEC_NAMES:
         raise CodecError(f"unknown codec {codec!r}: expected one of {CODEC_NAMES}")
     try:
+        if max_bytes is not None:
+            return _decompress_bounded(data, codec, max_bytes)
         if codec == "zlib":
             return zlib.decompress(data)
         if codec == "lzma":
@@ -85,6 +89,45 @@ def decompress(data: bytes, codec: str) -> bytes:
         raise
     except Exception as exc:  # each library has its own error type; report them uniformly
         raise CodecError(f"corrupt or truncated {codec} data ({len(data)} bytes): {exc}") from exc
+
+
+def _codec_too_large(codec: str, n_in: int, max_bytes: int) -> CodecError:
+    return CodecError(f"{codec} data ({n_in} bytes) expands past {max_bytes} bytes, the size it was declared "
+                      f"with: refused before decoding further")
+
+
+def _decompress_bounded(data: bytes, codec: str, max_bytes: int) -> bytes:
+    """decompress() that never produces more than max_bytes + one buffer of output."""
+    if codec in ("zlib", "lzma"):
+        dec = zlib.decompressobj() if codec == "zlib" else lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+        out = dec.decompress(data, max_bytes + 1)
+        if len(out) > max_bytes:
+            raise _codec_too_large(codec, len(data), max_bytes)
+        if not dec.eof or (dec.unconsumed_tail if codec == "zlib" else b"") or dec.unused_data:
+            raise CodecError(f"corrupt or truncated {codec} data ({len(data)} bytes): stream incomplete or trailing bytes")
+        return out
+    if codec == "zstd":
+        import io
+        import zstandard
+        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=False) as reader:
+            out = reader.read(max_bytes + 1)
+        if len(out) > max_bytes:
+            raise _codec_too_large(codec, len(data), max_bytes)
+        return decompress(data, codec)  # within the bound: the checked whole-frame decode
+    import brotli
+    dec, out = brotli.Decompressor(), []
+    chunk, total = dec.process(data, output_buffer_limit=max_bytes + 1), 0
+    while True:  # the limit caps each call's buffer; keep draining with empty input
+        total += len(chunk)
+        out.append(chunk)
+        if total > max_bytes:
+            raise _codec_too_large(codec, len(data), max_bytes)
+        if dec.is_finished() or dec.can_accept_more_data():
+            break
+        chunk = dec.process(b"", output_buffer_limit=max_bytes + 1 - total)
+    if not dec.is_finished():
+        raise CodecError(f"corrupt or truncated brotli data ({len(data)} bytes): stream incomplete")
+    return b"".join(out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,21 +369,26 @@ class _RansReader:
         return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
 
 
-def rans_decode(blob: bytes) -> list[np.ndarray]:
-    """Inverse of rans_encode: list of int64 arrays of shape (rows, cols)."""
+def rans_decode(blob: bytes, max_symbols: int | None = None) -> list[np.ndarray]:
+    """Inverse of rans_encode: list of int64 arrays of shape (rows, cols). max_symbols: refuse a
+    stream declaring more symbols (or row and column ids for more) before allocating anything."""
     rd = _RansReader(blob)
     if rd.take(4) != _RANS_MAGIC:
         raise CodecError("not a rANS stream (bad magic)")
     version, scale_bits, K, lanes, sym_min, alphabet, n_arrays = rd.unpack("<BBHIiHI")
     if version != _RANS_VERSION or not 1 <= scale_bits <= 16 or lanes < 1 or K < 1:
         raise CodecError(f"unsupported or corrupt rANS header (version {version})")
+    if K > RANS_MAX_TABLES or lanes > RANS_MAX_LANES or alphabet > (1 << scale_bits) // 2:
+        raise CodecError(f"corrupt rANS header: {K} tables, {lanes} lanes, alphabet {alphabet} exceed the coder's caps")
     shapes = [rd.unpack("<II") for _ in range(n_arrays)]
     n_rows, n_cols = sum(r for r, _ in shapes), sum(c for _, c in shapes)
-    try:
-        side = zlib.decompress(rd.take(rd.unpack("<I")[0]))
-    except zlib.error as exc:
-        raise CodecError(f"corrupt rANS side data: {exc}") from exc
-    if len(side) != n_rows + n_cols + 2 * K * alphabet:
+    n = sum(r * c for r, c in shapes)
+    if max_symbols is not None and (n > max_symbols or n_rows + n_cols > max_symbols + n_arrays):
+        raise CodecError(f"rANS stream declares {n} symbols in {n_arrays} arrays, more than the {max_symbols} "
+                         f"it may hold: refused before decoding")
+    side_len = n_rows + n_cols + 2 * K * alphabet
+    side = decompress(rd.take(rd.unpack("<I")[0]), "zlib", max_bytes=side_len)
+    if len(side) != side_len:
         raise CodecError("corrupt rANS stream: side data has the wrong length")
     ids = np.frombuffer(side[:n_rows + n_cols], np.uint8).astype(np.int64)
     row_ids = np.split(ids[:n_rows], np.cumsum([r for r, _ in shapes])[:-1])
@@ -350,7 +398,6 @@ def rans_decode(blob: bytes) -> list[np.ndarray]:
     states = np.frombuffer(rd.take(4 * lanes), "<u4")
     if np.any(ids[:n_rows] >= K) or np.any(freqs.sum(1) != 1 << scale_bits):
         raise CodecError("corrupt rANS stream: tables or row ids inconsistent")
-    n = sum(r * c for r, c in shapes)
     steps = max(1, -(-n // lanes))
     f_flat, c_flat, lut = _rans_tables_with_pad(freqs, scale_bits)
     tid_pos = _rans_padded(_rans_symbol_tables(shapes, row_ids, col_shifts, K), steps, lanes, K)

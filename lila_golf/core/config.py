@@ -92,6 +92,8 @@ class Hyperparameters:
     checkpoint_every: int = 0
     resume: bool = False
     stop_at_step: int = 0  # > 0: exit after this step, as if cut off (to test RESUME)
+    compile_warmup_steps: int = 20  # with COMPILE=1: steps run to compile, then weights/optimisers restored
+    gptq_reserve_seconds: float = -1.0  # clock kept for GPTQ calibration + solve; -1 = timed estimate
     # --- model (model_field: the architecture, GPTConfig and the artifact's model_config) ---
     num_layers: int = model_field(9)
     model_dim: int = model_field(512)
@@ -140,11 +142,12 @@ class Hyperparameters:
     complement_alpha: float = 0.0  # per-token weight 1 - alpha * p_bigram(target)
     # --- export and evaluation ---
     quant_scheme: str = "int8"
+    gptq_calib_batches: int = 4  # training micro-batches whose layer inputs give the GPTQ Hessians
     codec: str = "zlib"
     eval_stride: int = 0  # 0 = plain evaluation for the final score; else sliding windows
     save_float_weights: bool = False  # also keep the final float weights (final_weights.lgck) for analysis
     # --- hardware ---
-    compile: bool = False  # torch.compile; only honoured on CUDA
+    compile: bool = False  # torch.compile(fullgraph=True) of the model (inductor; CPU too)
     telemetry_every: int = 0  # log per-layer weight spectra every N steps (0 = off)
 
     @classmethod

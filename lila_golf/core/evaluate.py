@@ -6,8 +6,9 @@ import math
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
+
+from .collectives import all_reduce_
 
 
 def window_starts(num_targets: int, seq_len: int) -> list[tuple[int, int]]:
@@ -42,8 +43,7 @@ def eval_val_plain(model, val_tokens: np.ndarray, target_bytes: np.ndarray, seq_
             byte_sum += int(sum(target_bytes[s:s + length].sum() for s in same))
     model.train(was_training)
     totals = torch.tensor([nll_sum, float(scored), float(byte_sum)], dtype=torch.float64, device=device)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(totals)
+    all_reduce_(totals)
     nll_sum, scored, byte_sum = totals.tolist()
     return dict(val_loss=nll_sum / scored, val_bpb=nll_sum / math.log(2) / byte_sum,
                 tokens=int(scored), bytes=int(byte_sum))

@@ -26,8 +26,9 @@ setting the attribute `_optim_group` on the parameter (`p._optim_group = "scalar
 "matrix", "embed", "scalar") or by a name containing one of `OPTIM_SCALAR_NAME_PATTERNS`.
 """
 import torch
-import torch.distributed as dist
 import torch.nn as nn
+
+from .collectives import all_reduce_, rank_and_world
 
 # Quintic Newton-Schulz coefficients from Keller Jordan's Muon: chosen to maximise the slope at 0,
 # so 5 steps push every singular value into roughly [0.7, 1.2] instead of converging to exactly 1.
@@ -43,17 +44,17 @@ class OptimGroupError(ValueError):
     """A parameter that the placement rules of `split_param_groups` cannot put in a group."""
 
 
-def zeropower_newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
+def zeropower_newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7, dtype=None) -> torch.Tensor:
     """Approximate U V^T of g = U S V^T by the quintic Newton-Schulz iteration (Muon's "zeropower").
 
     g: (rows, cols). Works on the wide orientation (rows <= cols) so X X^T is the small Gram matrix.
-    Computes in bfloat16 on CUDA (tensor cores; the iteration tolerates it) and float32 elsewhere;
-    returns a tensor of g's shape and dtype.
+    Computes in `dtype`: by default bfloat16 on CUDA (tensor cores; the iteration tolerates it) and
+    float32 elsewhere; returns a tensor of g's shape and dtype.
     """
     if g.ndim != 2:
         raise ValueError(f"zeropower_newton_schulz needs a 2-D matrix, got shape {tuple(g.shape)}")
     a, b, c = MUON_NS_COEFFS
-    x = g.to(torch.bfloat16 if g.is_cuda else torch.float32)
+    x = g.to(dtype or (torch.bfloat16 if g.is_cuda else torch.float32))
     transposed = g.size(0) > g.size(1)
     if transposed:
         x = x.T
@@ -66,10 +67,6 @@ def zeropower_newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) 
     if transposed:
         x = x.T
     return x.to(g.dtype)
-
-
-def _muon_is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 class Muon(torch.optim.Optimizer):
@@ -116,8 +113,7 @@ class Muon(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        distributed = _muon_is_distributed()
-        rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+        rank, world = rank_and_world()
         for group in self.param_groups:
             params = group["params"]
             if not params:
@@ -135,8 +131,7 @@ class Muon(torch.optim.Optimizer):
                         u = u * max(1.0, p.size(0) / p.size(1)) ** 0.5
                         updates[offset:offset + p.numel()] = u.reshape(-1).to(flat_dtype)
                 offset += p.numel()
-            if distributed:
-                dist.all_reduce(updates, op=dist.ReduceOp.SUM)
+            all_reduce_(updates)
             self._muon_apply(params, updates, group)
         return loss
 

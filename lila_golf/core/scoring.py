@@ -34,8 +34,8 @@ Scorers provided:
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
+from .collectives import all_reduce_
 from .ngram import BackoffNgram
 from .data import target_bytes, bits_per_byte
 
@@ -269,7 +269,6 @@ def eval_sliding(logits_fn, tokens: torch.Tensor, seq_len: int, stride: int, byt
         if progress and rank == 0:
             print(f"eval_sliding_progress:{min(b + len(block), len(mine))}/{len(mine)} windows", flush=True)
     totals = torch.tensor([nll_sum, float(n_targets), float(n_bytes)], dtype=torch.float64, device=tokens.device)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(totals, op=dist.ReduceOp.SUM)
+    all_reduce_(totals)
     nll_sum, n_targets, n_bytes = float(totals[0]), int(round(float(totals[1]))), int(round(float(totals[2])))
     return dict(val_loss=nll_sum / n_targets, val_bpb=bits_per_byte(nll_sum, n_bytes), tokens=n_targets, bytes=n_bytes)

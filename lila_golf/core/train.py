@@ -21,7 +21,6 @@ import time
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from .config import ARTIFACT_LIMIT_BYTES, Hyperparameters, dist_env
@@ -30,7 +29,9 @@ from .model import GPT, GPTConfig, count_params
 from .optim import EMA, SWA, build_optimizers, lr_scale, muon_momentum_at
 from .artifact import load_artifact, read_artifact_header, save_artifact
 from .telemetry import weight_telemetry
-from .checkpoint import flatten_optimizer_state, load_checkpoint, save_checkpoint, unflatten_optimizer_state
+from .checkpoint import flatten_optimizer_state, parse_checkpoint, save_checkpoint, unflatten_optimizer_state
+from .collectives import all_reduce_, barrier, broadcast_bytes, init_distributed, shutdown_distributed
+from .export import calibration_batches, estimate_gptq_ms, quantize_state_across_ranks, share_artifact, uses_gptq
 from .evaluate import eval_val_plain
 from .scoring import eval_sliding
 from .quant import collect_hessians
@@ -93,18 +94,53 @@ def optimizer_kwargs(hp, device) -> dict:
                 beta1=hp.beta1, beta2=hp.beta2, adam_eps=hp.adam_eps, fused=device.type == "cuda")
 
 
+def micro_batches(grad_accum_total: int, world_size: int) -> int:
+    """Micro-batches per rank and step: GRAD_ACCUM_TOTAL shared over the ranks, at least one each.
+    The global batch is TRAIN_BATCH_TOKENS at every world size (each rank takes its share)."""
+    return max(1, grad_accum_total // world_size)
+
+
+# fields that may change between a run and its resumption (paths, logging, the stop itself)
+RESUME_FREE_FIELDS = {"resume", "stop_at_step", "checkpoint_every", "out_dir", "run_id", "data_path",
+                      "tokenizer_path", "val_loss_every", "train_log_every", "telemetry_every",
+                      "save_float_weights", "val_max_tokens", "eval_stride", "compile", "compile_warmup_steps"}
+
+
+def resume_fingerprint(hp, world_size: int) -> dict:
+    """What a checkpoint must agree on to be resumed: every training-relevant field and the world size."""
+    return {**{k: v for k, v in hp.as_dict().items() if k not in RESUME_FREE_FIELDS}, "world_size": world_size}
+
+
+def check_resume_config(saved: dict | None, current: dict, path: str) -> None:
+    if saved is None:
+        raise ValueError(f"{path}: checkpoint has no config fingerprint (made by an older version); cannot check it")
+    diff = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
+    if diff:
+        detail = ", ".join(f"{k.upper()}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}" for k in diff[:5])
+        raise ValueError(f"{path} was saved by a different config ({detail}); refusing to resume")
+
+
+def would_overrun(train_time_ms: float, recent_step_ms: list[float], budget_ms: float) -> bool:
+    """The challenge's clock is exact: no step may start that its measured step time (the slowest
+    of the recent steps) says would end past budget_ms. budget_ms <= 0 means no cap."""
+    if budget_ms <= 0:
+        return False
+    return train_time_ms + (max(recent_step_ms) if recent_step_ms else 0.0) > budget_ms
+
+
 class Trainer:
     """One optimiser step = grad_accum micro-batches on each rank; all ranks see one global batch."""
 
     def __init__(self, hp, denv, device, autocast, model, log):
-        if hp.grad_accum_total % denv.world_size:
-            raise ValueError(f"GRAD_ACCUM_TOTAL={hp.grad_accum_total} is not a multiple of world_size={denv.world_size}")
         self.hp, self.denv, self.device, self.autocast, self.log = hp, denv, device, autocast, log
         self.model = model
-        self.micro_steps = hp.grad_accum_total // denv.world_size
-        self.ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if denv.distributed else None
-        forward_model = self.ddp or model
-        self.forward_model = torch.compile(forward_model) if hp.compile and device.type == "cuda" else forward_model
+        self.micro_steps = micro_batches(hp.grad_accum_total, denv.world_size)
+        self.budget_ms = 1000 * hp.max_wallclock_seconds  # training's share of the cap (main sets it)
+        # compile the model itself and let DDP wrap the compiled module (DDP inside a fullgraph
+        # compile would split the graph at its gradient buckets)
+        compiled = torch.compile(model, dynamic=False, fullgraph=True) if hp.compile else model
+        self.ddp = DistributedDataParallel(compiled, device_ids=[device.index] if device.type == "cuda" else None) if denv.distributed else None
+        self.forward_model = self.ddp or compiled
         self.optimizers = build_optimizers(model, **optimizer_kwargs(hp, device))
         self.ema = EMA(model, hp.ema_decay) if hp.ema_decay > 0 else None
         self.swa = SWA(model) if hp.swa_every > 0 else None
@@ -134,7 +170,7 @@ class Trainer:
                 loss.backward()
             total += float(loss.detach())
         scale = lr_scale(step, elapsed_ms, warmup_steps=hp.warmup_steps, warmdown_steps=hp.warmdown_steps,
-                         iterations=hp.iterations, max_wallclock_ms=1000 * hp.max_wallclock_seconds)
+                         iterations=hp.iterations, max_wallclock_ms=self.budget_ms)
         momentum = muon_momentum_at(step, start=hp.muon_momentum_warmup_start, end=hp.muon_momentum,
                                     warmup_steps=hp.muon_momentum_warmup_steps)
         for opt in self.optimizers:
@@ -157,22 +193,22 @@ class Trainer:
     def global_mean(self, value: float) -> float:
         if not self.denv.distributed:
             return value
-        t = torch.tensor([value], dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
-        return float(t) / self.denv.world_size
+        return float(all_reduce_(torch.tensor([value], dtype=torch.float64))) / self.denv.world_size
 
     # --- checkpoints (no pickle) ---
     def save(self, path: str, step: int, train_time_ms: float) -> None:
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         meta = {"step": step, "train_time_ms": train_time_ms, "loader": self.loader.state_dict(),
+                "config": resume_fingerprint(self.hp, self.denv.world_size),
                 "optimizers": [flatten_optimizer_state(f"opt{i}", o.state_dict(), tensors) for i, o in enumerate(self.optimizers)]}
         for name, avg in (("ema", self.ema), ("swa", self.swa)):
             if avg is not None:  # flat {key: tensor} states
                 tensors.update({f"{name}/{k}": v for k, v in avg.state_dict().items()})
         save_checkpoint(path, tensors, meta)
 
-    def load(self, path: str) -> tuple[int, float]:
-        tensors, meta = load_checkpoint(path)
+    def load(self, path: str, data: bytes) -> tuple[int, float]:
+        tensors, meta = parse_checkpoint(data, path)
+        check_resume_config(meta.get("config"), resume_fingerprint(self.hp, self.denv.world_size), path)
         self.model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
         for opt, flat in zip(self.optimizers, meta["optimizers"]):
             state = unflatten_optimizer_state(flat, tensors)
@@ -235,32 +271,58 @@ def load_validation(hp, sp_tables, log) -> dict:
     return {"tokens": tokens, "bytes": target_bytes(tokens[:-1], tokens[1:], sp_tables), "tables": sp_tables}
 
 
-def export_and_roundtrip(trainer, hp, denv, device, autocast, val, log, run_dir, code_bytes, tok_sha) -> int:
-    """Quantise + code the final weights, reload them from disk into a fresh model, re-evaluate."""
-    model = trainer.model
-    artifact_path = os.path.join(run_dir, f"final_model.{hp.quant_scheme}.{hp.codec}.lgz")
-    hessians = None
-    t_calib = time.perf_counter()
-    if hp.quant_scheme.endswith("_gptq"):
-        batches = [trainer.loader.next_batch(hp.train_batch_tokens, hp.train_seq_len, trainer.micro_steps)[0].to(device) for _ in range(4)]
-        hessians = collect_hessians(model, batches)
-        if denv.distributed:  # each rank saw its own batches: sum X^T X over ranks
-            for h in hessians.values():
-                dist.all_reduce(h)
-        log(f"gptq_calibration_time_ms:{1000 * (time.perf_counter() - t_calib):.0f} hessians:{len(hessians)}")
+def calibrate_and_quantize(model, hp, device, log) -> tuple[dict, float]:
+    """GPTQ calibration (training batches) + the solve, split across ranks; inside the clock.
+    Returns (quantize_state entries, gptq_time_ms); without GPTQ the plain quantisation, untimed."""
+    state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+    t0 = time.perf_counter()
+    hessians = collect_hessians(model, calibration_batches(hp, device)) if uses_gptq(hp) else None
+    entries = quantize_state_across_ranks(state, hp.quant_scheme, hessians, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    gptq_ms = 1000 * (time.perf_counter() - t0) if uses_gptq(hp) else 0.0
+    if hessians is not None:
+        log(f"gptq_time_ms:{gptq_ms:.0f} hessians:{len(hessians)} calib_batches:{hp.gptq_calib_batches}")
+    return entries, gptq_ms
+
+
+def log_time_budget(log, hp, train_time_ms: float, gptq_ms: float) -> bool:
+    """train + GPTQ against the cap; True when within it (or uncapped)."""
+    cap_ms = 1000 * hp.max_wallclock_seconds
+    total = train_time_ms + gptq_ms
+    log(f"time_budget train_time_ms:{train_time_ms:.0f} gptq_time_ms:{gptq_ms:.0f} total_ms:{total:.0f} cap_ms:{cap_ms:.0f}")
+    if cap_ms > 0 and total > cap_ms:
+        log(f"time_valid:false over_cap_ms:{total - cap_ms:.0f}")
+        return False
+    log("time_valid:true")
+    return True
+
+
+def write_artifact(path, state_entries, model, hp, denv, tok_sha, log) -> None:
+    """Rank 0 codes and writes the artifact; every rank then holds the same file (as bytes)."""
     if denv.rank == 0:
         state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+        config = GPTConfig.from_hparams(hp).__dict__
         if hp.save_float_weights:  # not part of the artifact: for quantisation studies
-            save_checkpoint(os.path.join(run_dir, "final_weights.lgck"), state, {"model_config": GPTConfig.from_hparams(hp).__dict__})
+            save_checkpoint(os.path.join(os.path.dirname(path), "final_weights.lgck"), state, {"model_config": config})
         t0 = time.perf_counter()
-        save_artifact(artifact_path, state, model_config=GPTConfig.from_hparams(hp).__dict__,
-                      tokenizer_sha256=tok_sha, scheme=hp.quant_scheme, codec=hp.codec, hessians=hessians)
-        header = read_artifact_header(artifact_path)
+        save_artifact(path, state, model_config=config, tokenizer_sha256=tok_sha, scheme=hp.quant_scheme,
+                      codec=hp.codec, entries=state_entries)
+        header = read_artifact_header(path)
         log(f"export_time_ms:{1000 * (time.perf_counter() - t0):.0f} num_params:{header['num_params']} "
             f"sym_h0_bytes:{header['sym_h0_bits'] / 8:.0f} sym_coded_bytes:{header['sym_coded_bytes']} "
             f"coded_over_h0:{8 * header['sym_coded_bytes'] / max(header['sym_h0_bits'], 1):.4f}")
-    if denv.distributed:
-        dist.barrier()
+    share_artifact(path, denv.rank)
+
+
+def export_and_roundtrip(trainer, hp, denv, device, autocast, val, log, run_dir, code_bytes, tok_sha,
+                         train_time_ms: float) -> int:
+    """Quantise + code the final weights, reload them from disk into a fresh model, re-evaluate.
+    Exit status 1 when the artifact is over 16,000,000 bytes or train + GPTQ time is over the cap."""
+    artifact_path = os.path.join(run_dir, f"final_model.{hp.quant_scheme}.{hp.codec}.lgz")
+    entries, gptq_ms = calibrate_and_quantize(trainer.model, hp, device, log)
+    time_valid = log_time_budget(log, hp, train_time_ms, gptq_ms)
+    write_artifact(artifact_path, entries, trainer.model, hp, denv, tok_sha, log)
     state, header = load_artifact(artifact_path, tokenizer_sha256=tok_sha)
     fresh = GPT(GPTConfig(**header["model_config"])).to(device)
     fresh.load_state_dict(state)
@@ -281,7 +343,67 @@ def export_and_roundtrip(trainer, hp, denv, device, autocast, val, log, run_dir,
         log(f"artifact_valid:false over_limit_by:{bytes_total - ARTIFACT_LIMIT_BYTES}")
         return 1
     log("artifact_valid:true")
-    return 0
+    return 0 if time_valid else 1
+
+
+def start_run(hp, denv, device):
+    """Run folder, log, code hash, config.json, seeds."""
+    run_dir = os.path.join(hp.out_dir, hp.run_id)
+    os.makedirs(run_dir, exist_ok=True)
+    log = RunLog(os.path.join(run_dir, "train.log"), denv.rank == 0)
+    code_path = os.path.abspath(sys.argv[0])
+    with open(code_path, "rb") as f:
+        code_bytes = f.read()
+    log_environment(log, hp, denv, device, code_bytes, code_path)
+    if denv.rank == 0:
+        with open(os.path.join(run_dir, "config.json"), "w", encoding="utf-8") as f:
+            json.dump(hp.as_dict(), f, indent=1)
+    torch.manual_seed(hp.seed)
+    np.random.seed(hp.seed)
+    return run_dir, log, code_bytes
+
+
+def read_if_exists(path: str) -> bytes:
+    if not os.path.exists(path):
+        return b""
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def resume_or_warm_up(trainer, hp, denv, ckpt_path, log) -> tuple[int, float]:
+    """RESUME=1: continue from rank 0's checkpoint (shared as bytes: ranks need no common
+    filesystem); else with COMPILE=1 compile on a few steps and restore. (start_step, train_time_ms)."""
+    if hp.resume:
+        data = broadcast_bytes(read_if_exists(ckpt_path) if denv.rank == 0 else None, 0)
+        if not data:
+            raise FileNotFoundError(f"RESUME=1 but there is no checkpoint at {ckpt_path} (rank 0): "
+                                    f"set OUT_DIR/RUN_ID to the run to resume, or drop RESUME")
+        start_step, train_time_ms = trainer.load(ckpt_path, data)
+        log(f"resumed_from_step:{start_step} train_time:{train_time_ms:.0f}ms")
+        return start_step, train_time_ms
+    if hp.compile:
+        compile_warmup(trainer, hp.compile_warmup_steps)
+    return 0, 0.0
+
+
+def gptq_reserve_ms(model, hp, device, log) -> float:
+    """Clock kept back for calibration + solve: GPTQ_RESERVE_SECONDS, or the timed estimate."""
+    if not uses_gptq(hp) or hp.max_wallclock_seconds <= 0:
+        return 0.0
+    if hp.gptq_reserve_seconds >= 0:
+        log(f"gptq_reserve_ms:{1000 * hp.gptq_reserve_seconds:.0f} source:GPTQ_RESERVE_SECONDS")
+        return 1000 * hp.gptq_reserve_seconds
+    est = estimate_gptq_ms(model, hp, device)
+    log(f"gptq_reserve_ms:{est['reserve_ms']:.0f} source:estimate hessian_batch_ms:{est['hessian_batch_ms']:.1f} "
+        f"solve_largest_ms:{est['solve_largest_ms']:.1f} solve_share:{est['solve_share']:.2f} gptq_tensors:{est['gptq_tensors']}")
+    return est["reserve_ms"]
+
+
+def stop_agreed(last_step: bool, denv) -> bool:
+    """Every rank must stop on the same step: the max of the ranks' flags."""
+    if not denv.distributed:
+        return last_step
+    return bool(all_reduce_(torch.tensor([int(last_step)]), op="max").item())
 
 
 def main() -> int:
@@ -289,20 +411,9 @@ def main() -> int:
     denv = dist_env()
     device, autocast = setup_device(denv)
     if denv.distributed:
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        init_distributed(device)
     master = denv.rank == 0
-    run_dir = os.path.join(hp.out_dir, hp.run_id)
-    os.makedirs(run_dir, exist_ok=True)
-    log = RunLog(os.path.join(run_dir, "train.log"), master)
-    code_path = os.path.abspath(sys.argv[0])
-    with open(code_path, "rb") as f:
-        code_bytes = f.read()
-    log_environment(log, hp, denv, device, code_bytes, code_path)
-    if master:
-        with open(os.path.join(run_dir, "config.json"), "w", encoding="utf-8") as f:
-            json.dump(hp.as_dict(), f, indent=1)
-    torch.manual_seed(hp.seed)
-    np.random.seed(hp.seed)
+    run_dir, log, code_bytes = start_run(hp, denv, device)
 
     sp = load_tokenizer(hp.tokenizer_path)
     if sp.vocab_size() != hp.vocab_size:
@@ -312,23 +423,14 @@ def main() -> int:
     model = build_model(hp, device)
     log(f"model_params:{count_params(model)} val_targets:{len(val['tokens']) - 1} val_bytes:{int(val['bytes'].sum())}")
     trainer = Trainer(hp, denv, device, autocast, model, log)
-
     ckpt_path = os.path.join(run_dir, "checkpoint.lgck")
-    start_step, train_time_ms = 0, 0.0
-    if hp.resume and os.path.exists(ckpt_path):
-        start_step, train_time_ms = trainer.load(ckpt_path)
-        log(f"resumed_from_step:{start_step} train_time:{train_time_ms:.0f}ms")
-    elif hp.compile and device.type == "cuda":
-        compile_warmup(trainer, 20)
+    start_step, train_time_ms = resume_or_warm_up(trainer, hp, denv, ckpt_path, log)
+    trainer.budget_ms = 1000 * hp.max_wallclock_seconds - gptq_reserve_ms(model, hp, device, log)
 
-    cap_ms = 1000 * hp.max_wallclock_seconds
-    step, last_step_start_ms = start_step, train_time_ms
+    step, last_step_start_ms, recent_ms = start_step, train_time_ms, []
     while True:
-        last_step = step >= hp.iterations or (cap_ms > 0 and train_time_ms >= cap_ms)
-        if denv.distributed:  # every rank must agree to stop on the same step
-            flag = torch.tensor([int(last_step)], device=device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            last_step = bool(flag.item())
+        over = hp.max_wallclock_seconds > 0 and would_overrun(train_time_ms, recent_ms[-5:], trainer.budget_ms)
+        last_step = stop_agreed(step >= hp.iterations or over, denv)
         should_eval = hp.val_loss_every > 0 and step > 0 and (step % hp.val_loss_every == 0 or last_step)
         if should_eval:
             res = run_validation(model, val, hp, device, autocast, denv)
@@ -342,7 +444,8 @@ def main() -> int:
         train_loss = trainer.step(step, train_time_ms)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        train_time_ms += 1000 * (time.perf_counter() - t0)
+        recent_ms.append(1000 * (time.perf_counter() - t0))
+        train_time_ms += recent_ms[-1]
         step += 1
         if not math.isfinite(train_loss):
             log(f"error:non_finite_loss step:{step} train_loss:{train_loss}")
@@ -357,7 +460,8 @@ def main() -> int:
         if hp.stop_at_step and step == hp.stop_at_step:
             log(f"stopped_at_step:{step} (STOP_AT_STEP: simulated interruption)")
             return 0
-    log(f"train_steps:{step} train_time_ms:{train_time_ms:.0f} last_step_start_ms:{last_step_start_ms:.0f}")
+    log(f"train_steps:{step} train_time_ms:{train_time_ms:.0f} last_step_start_ms:{last_step_start_ms:.0f} "
+        f"train_budget_ms:{trainer.budget_ms:.0f}")
     if trainer.swa is not None and trainer.swa.count > 0:
         trainer.swa.copy_to(model)
         log(f"weights:swa snapshots:{trainer.swa.count}")
@@ -366,9 +470,8 @@ def main() -> int:
         log(f"weights:ema decay:{hp.ema_decay}")
     res = run_validation(model, val, hp, device, autocast, denv)
     log(f"final_float val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} tokens:{res['tokens']} bytes:{res['bytes']}")
-    status = export_and_roundtrip(trainer, hp, denv, device, autocast, val, log, run_dir, code_bytes, tok_sha)
-    if denv.distributed:
-        dist.destroy_process_group()
+    status = export_and_roundtrip(trainer, hp, denv, device, autocast, val, log, run_dir, code_bytes, tok_sha, train_time_ms)
+    shutdown_distributed()
     return status
 
 

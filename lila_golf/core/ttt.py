@@ -20,14 +20,15 @@ blocks, one per rank, for scoring (scores all-reduced so every rank returns the 
 for the adaptation loss (adapter gradients all-reduced before each step), so every rank holds the
 same adapters. Every rank must be handed the same stream.
 """
+import copy
 import math
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .collectives import all_reduce_, rank_and_world
 from .scoring import _scoring_run_plan, _scoring_tokens, sliding_plan
 
 # Linear layers adapted by default: attention queries and values, and both MLP matrices of every block.
@@ -90,15 +91,9 @@ def remove_lora(model: nn.Module) -> int:
     return len(hooks)
 
 
-def _ttt_rank_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def _ttt_my_windows(plan: list) -> list:
     """This rank's contiguous block of the plan's windows."""
-    rank, world = _ttt_rank_world()
+    rank, world = rank_and_world()
     return plan[len(plan) * rank // world:len(plan) * (rank + 1) // world]
 
 
@@ -186,13 +181,13 @@ class TTTScorer:
         own = np.nonzero((probe >= j0) & (probe < j1))[0]
         logp, entropy, d = _scoring_run_plan(self._ttt_logits, self.tokens, self.offset, mine, self.batch_size,
                                              self.vocab_size, probe[own], True)
-        if _ttt_rank_world()[1] == 1:
+        if rank_and_world()[1] == 1:
             return logp.cpu().numpy(), entropy.cpu().numpy(), d.cpu().numpy()
         n, V = p1 - p0, self.vocab_size  # each rank fills its own targets, zeros elsewhere, then sum
         flat = torch.zeros(2 * n + len(probe) * V, dtype=torch.float64, device=self.device)
         flat[j0 - p0:j1 - p0], flat[n + j0 - p0:n + j1 - p0] = logp, entropy
         flat[2 * n:].view(len(probe), V)[torch.from_numpy(own).to(self.device)] = d
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        all_reduce_(flat)
         flat = flat.cpu().numpy()
         return flat[:n], flat[n:2 * n], flat[2 * n:].reshape(len(probe), V)
 
@@ -214,7 +209,7 @@ class TTTScorer:
     def _ttt_adapt(self, c0: int, c1: int) -> None:
         """`epochs` Adam steps on the mean next-token loss of targets [c0, c1) (already scored)."""
         mine = _ttt_my_windows(sliding_plan(c0, c1, self.seq_len, self.train_stride))
-        world = _ttt_rank_world()[1]
+        world = rank_and_world()[1]
         for _ in range(self.epochs):
             grads = [torch.zeros_like(p) for p in self.lora_params]
             for x, rows, cols, y in self._ttt_window_batches(mine):
@@ -226,8 +221,7 @@ class TTTScorer:
                     if s is not None:
                         g += s
             flat = torch.cat([g.reshape(-1) for g in grads])
-            if world > 1:
-                dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            all_reduce_(flat)
             flat /= c1 - c0  # mean over the chunk's targets, all ranks together
             self.adapt_steps += 1
             grads = [g.view_as(p) for p, g in zip(self.lora_params, flat.split([p.numel() for p in self.lora_params]))]
@@ -244,3 +238,314 @@ def _ttt_adam_step(params, grads, state, lr: float, step: int, betas=(0.9, 0.999
         v.mul_(b2).addcmul_(g, g, value=1 - b2)
         denom = (v / (1 - b2 ** step)).sqrt_().add_(eps)
         p.addcdiv_(m, denom, value=-lr / (1 - b1 ** step))
+
+
+# --------------------------------------------------------------------------- per-document TTT
+# The final evaluation's TTT (TTT_MODE=doc|phased): every document gets its own LoRA adapters, fresh
+# at its first token, so a document's scores depend only on its own tokens and the (phase's) base
+# weights, whichever rank scores it and whichever documents share its batch.
+
+def document_spans(tokens: np.ndarray, bos_id: int) -> np.ndarray:
+    """(D, 2) int64 [start, end] of each document: it starts at a BOS (or at token 0) and its targets
+    are start + 1 .. end inclusive, the last one being the next document's BOS (or the final token)."""
+    tokens = np.asarray(tokens)
+    if tokens.ndim != 1 or len(tokens) < 2:
+        raise ValueError(f"document_spans needs a 1-D stream of >= 2 tokens, got shape {tokens.shape}")
+    starts = np.flatnonzero(tokens[:-1] == bos_id)  # a BOS at the very end starts no scored document
+    if not starts.size or starts[0] != 0:
+        starts = np.concatenate([[0], starts])
+    return np.stack([starts, np.append(starts[1:], len(tokens) - 1)], 1).astype(np.int64)
+
+
+def ttt_chunk_window(c: int, n_targets: int, chunk: int, seq_len: int) -> tuple[int, int, int]:
+    """TTT chunk c of a document with n_targets targets: (s, j0, j1), inputs u[s : j1 - 1] scoring local
+    targets j0 .. j1 - 1. The window start comes from the chunk's grid end (c + 1) * chunk, so a
+    chunk cut short by the document's end (or seen in pieces by a streaming scorer) keeps it."""
+    j0, j1 = c * chunk + 1, min((c + 1) * chunk, n_targets) + 1
+    return max(0, (c + 1) * chunk - seq_len), j0, j1
+
+
+def ttt_balanced_docs(spans: np.ndarray, rank: int, world: int) -> np.ndarray:
+    """Indices of this rank's documents: longest first, each to the least-loaded rank (by targets)."""
+    lengths = spans[:, 1] - spans[:, 0]
+    order = np.argsort(-lengths, kind="stable")
+    load, mine = np.zeros(world), []
+    for d in order:
+        r = int(np.argmin(load))
+        load[r] += lengths[d]
+        if r == rank:
+            mine.append(int(d))
+    return np.asarray(mine, dtype=np.int64)
+
+
+class DocTTT:
+    """Score-first per-document LoRA TTT, batched over documents (TTT_MODE=doc), with optional global
+    phases (TTT_MODE=phased).
+
+    Each document's targets are cut into chunks of `chunk` tokens (`ttt_chunk_window`). A step runs
+    one chunk of each of up to `batch_docs` documents in one forward pass, every row with its own
+    adapters (A_d x then B_d, batched matmuls): the chunk's log-probabilities are recorded first, and
+    only then one Adam step on that chunk's mean loss moves that document's adapters (documents whose
+    chunk was their last take no step). Adapters start as A = a seeded draw shared by all documents,
+    B = 0 (the base model), so a document's scores do not depend on its batch, rank or neighbours.
+
+    Phased (`phase_sgd`): after the documents of a phase are all scored, one pass of plain SGD on the
+    base weights over those documents (windows of seq_len inside each document, `phase_batch` windows
+    a step, gradients summed over ranks), before the next phase is scored.
+    """
+
+    def __init__(self, model: nn.Module, seq_len: int, *, chunk: int = 64, lora_rank: int = 8, lr: float = 1e-3,
+                 targets=DEFAULT_LORA_TARGETS, batch_docs: int = 16, seed: int = 0, autocast=None,
+                 phase_lr: float = 1e-3, phase_batch: int = 16):
+        if min(seq_len, chunk, lora_rank, batch_docs, phase_batch) < 1 or chunk > seq_len or lr < 0 or phase_lr < 0:
+            raise ValueError(f"DocTTT needs 1 <= chunk <= seq_len, lora_rank, batch_docs, phase_batch >= 1, lr >= 0 "
+                             f"(got chunk={chunk}, seq_len={seq_len}, rank={lora_rank}, batch={batch_docs}, lr={lr})")
+        self.model, self.seq_len, self.chunk, self.lr, self.autocast = model, seq_len, chunk, lr, autocast
+        self.batch_docs, self.phase_lr, self.phase_batch = batch_docs, phase_lr, phase_batch
+        self.layers = [m for _, m in _ttt_lora_modules(model, targets)]
+        self.device = next(model.parameters()).device
+        gen = torch.Generator().manual_seed(seed)
+        self.a_init = [(torch.randn(lora_rank, m.in_features, generator=gen) / math.sqrt(m.in_features)).to(self.device)
+                       for m in self.layers]
+        self.current = None  # [(A (b, r, in), B (b, out, r))] per layer for the rows of the running batch
+
+    # --- adapters in forward hooks ---
+    def _doc_hook(self, i: int):
+        def hook(module, inputs, output):
+            if self.current is None:
+                return output
+            A, B = self.current[i]
+            delta = torch.matmul(torch.matmul(inputs[0].to(A.dtype), A.transpose(1, 2)), B.transpose(1, 2))
+            return output + delta.to(output.dtype)  # (b, T, in) -> (b, T, r) -> (b, T, out)
+        return hook
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.autocast is None:
+            return self.model(x)
+        with self.autocast():
+            return self.model(x)
+
+    def score_documents(self, tokens: torch.Tensor, spans: np.ndarray, logp: np.ndarray, entropy: np.ndarray,
+                        progress=None) -> None:
+        """Score every target of `spans` (rows [start, end]) into logp / entropy at index t - 1, adapting
+        per document. tokens: the whole stream (1-D, on the model's device)."""
+        hooks = [m.register_forward_hook(self._doc_hook(i)) for i, m in enumerate(self.layers)]
+        frozen = [p.requires_grad for p in self.model.parameters()]
+        for p in self.model.parameters():
+            p.requires_grad_(False)  # only the adapters get gradients
+        try:
+            self._doc_slots(tokens, spans, logp, entropy, progress)
+        finally:
+            self.current = None
+            for h in hooks:
+                h.remove()
+            for p, f in zip(self.model.parameters(), frozen):
+                p.requires_grad_(f)
+
+    def _doc_slots(self, tokens, spans, logp, entropy, progress) -> None:
+        order = np.argsort(-(spans[:, 1] - spans[:, 0]), kind="stable")  # long documents first
+        queue = [tuple(int(v) for v in spans[d]) for d in order]
+        slots = [None] * min(self.batch_docs, len(queue))  # (start, n_targets, next chunk) per slot
+        S = len(slots)
+        A = [a.expand(S, -1, -1).clone() for a in self.a_init]
+        B = [torch.zeros(S, m.out_features, a.shape[0], device=self.device) for m, a in zip(self.layers, self.a_init)]
+        adam = [(torch.zeros_like(p), torch.zeros_like(p)) for p in A + B]
+        steps = torch.zeros(S, device=self.device)
+        while queue or any(s is not None for s in slots):
+            for i in range(S):
+                if slots[i] is None and queue:
+                    start, end = queue.pop(0)
+                    slots[i] = [start, end - start, 0]
+                    self._reset_slot(i, A, B, adam, steps)
+            rows = [i for i in range(S) if slots[i] is not None]
+            done = self._doc_step(tokens, [slots[i] for i in rows], rows, A, B, adam, steps, logp, entropy)
+            for i in rows:
+                slots[i][2] += 1
+                if slots[i][2] * self.chunk >= slots[i][1]:
+                    slots[i] = None
+            if progress is not None:
+                progress(done)
+
+    def _reset_slot(self, i: int, A, B, adam, steps) -> None:
+        for a, a0 in zip(A, self.a_init):
+            a[i] = a0
+        for b in B:
+            b[i] = 0
+        for m, v in adam:
+            m[i], v[i] = 0, 0
+        steps[i] = 0
+
+    def _doc_step(self, tokens, docs, rows, A, B, adam, steps, logp, entropy, base: int = 0, dists=None) -> int:
+        """One chunk of each document in `docs` ((start, n_targets, chunk index) each): score, record
+        (target t at logp[t - 1 - base]; full distributions of the targets named in `dists`), then one
+        Adam step where a later chunk exists. Returns the number of targets scored."""
+        wins = [(start,) + ttt_chunk_window(c, n, self.chunk, self.seq_len) for start, n, c in docs]
+        width = max(j1 - 1 - s for _, s, _, j1 in wins)
+        x = torch.zeros(len(docs), width, dtype=torch.long, device=self.device)  # right padding: causal
+        for r, (start, s, _, j1) in enumerate(wins):
+            x[r, :j1 - 1 - s] = tokens[start + s:start + j1 - 1]
+        train = [c + 1 < -(-n // self.chunk) for _, n, c in docs]
+        idx = torch.as_tensor(rows, device=self.device)
+        params = [p[idx].requires_grad_(any(train)) for p in A + B]
+        self.current = list(zip(params[:len(A)], params[len(A):]))
+        with torch.enable_grad():
+            logits = self._forward(x)
+            loss, scored = 0.0, 0
+            for r, (start, s, j0, j1) in enumerate(wins):
+                rl = logits[r, j0 - 1 - s:j1 - 1 - s].float()  # (n, V) at the chunk's targets
+                y = tokens[start + j0:start + j1]
+                lsm = rl.detach().double().log_softmax(-1)
+                i0, i1 = start + j0 - 1 - base, start + j1 - 1 - base
+                cut = max(0, -i0)  # a streaming caller may have recorded the first targets already
+                logp[i0 + cut:i1] = lsm.gather(1, y[:, None])[cut:, 0].cpu().numpy()
+                entropy[i0 + cut:i1] = (-(lsm[cut:].exp() * lsm[cut:]).sum(-1)).cpu().numpy()
+                for t in (dists.keys() & range(start + j0, start + j1)) if dists is not None else ():
+                    dists[t] = lsm[t - start - j0].exp().cpu().numpy()
+                scored += j1 - j0
+                if train[r]:  # the scores above are fixed: only now may this chunk move the adapters
+                    loss = loss + F.cross_entropy(rl, y)
+            self.current = None
+            if any(train):
+                grads = torch.autograd.grad(loss, params)
+        if any(train):
+            self._doc_adam(params, grads, adam, steps, idx, torch.as_tensor(train, device=self.device))
+            for p, q in zip(A + B, params):
+                p[idx] = q.detach()
+        return scored
+
+    @torch.no_grad()
+    def _doc_adam(self, params, grads, adam, steps, idx, train, b1=0.9, b2=0.999, eps=1e-8) -> None:
+        """Adam per document (its own moments and step count); rows without a later chunk stay put."""
+        steps[idx] += train.float()
+        t = steps[idx].clamp_min(1)
+        for p, g, (m_all, v_all) in zip(params, grads, adam):
+            mask = train.view(-1, *([1] * (p.ndim - 1))).to(p.dtype)
+            m = m_all[idx] * b1 + (1 - b1) * g
+            v = v_all[idx] * b2 + (1 - b2) * g * g
+            m_all[idx] = torch.where(mask > 0, m, m_all[idx])
+            v_all[idx] = torch.where(mask > 0, v, v_all[idx])
+            shape = (-1,) + (1,) * (p.ndim - 1)
+            update = (m / (1 - b1 ** t).view(shape)) / ((v / (1 - b2 ** t).view(shape)).sqrt() + eps)
+            p.sub_(self.lr * mask * update)
+
+    # --- phased: global SGD on documents already scored ---
+    def phase_sgd(self, tokens: torch.Tensor, spans: np.ndarray) -> int:
+        """One SGD pass on the base weights over the documents `spans` (all already scored), in stream
+        order, `phase_batch` windows a step; each rank takes a contiguous share of each step's windows
+        and the gradients are summed over ranks. Returns the number of steps."""
+        wins = [(int(a) + w, min(int(a) + w + self.seq_len, int(b))) for a, b in spans
+                for w in range(0, int(b) - int(a), self.seq_len)]  # inputs [i0, i1) predict [i0 + 1, i1]
+        rank, world = _ttt_rank_world()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        steps = 0
+        for k in range(0, len(wins), self.phase_batch):
+            batch = wins[k:k + self.phase_batch]
+            mine = batch[len(batch) * rank // world:len(batch) * (rank + 1) // world]
+            grads = [torch.zeros_like(p) for p in params]
+            for i0, i1 in mine:
+                with torch.enable_grad():
+                    logits = self._forward(tokens[i0:i1][None]).float()[0]
+                    nll = F.cross_entropy(logits, tokens[i0 + 1:i1 + 1], reduction="sum")
+                    for g, s in zip(grads, torch.autograd.grad(nll, params, allow_unused=True)):
+                        if s is not None:
+                            g += s
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            if world > 1:
+                dist.all_reduce(flat)
+            n_targets = sum(i1 - i0 for i0, i1 in batch)
+            with torch.no_grad():
+                for p, g in zip(params, flat.split([p.numel() for p in params])):
+                    p.sub_(self.phase_lr * g.view_as(p) / n_targets)
+            steps += 1
+        return steps
+
+
+class DocTTTScorer:
+    """The per-document (and phased) TTT as a streaming scorer (lila_golf/core/scoring.py protocol), for
+    the audit and for checking the batched `DocTTT` the final evaluation runs: same chunk windows,
+    same steps, one document at a time. A document ends at a target equal to `bos_id`; the phases end
+    after documents `phase_ends` (a fixed list of document counts, e.g. (20, 40, 60)).
+    The scorer works on its own copy of the model (the phases change the base weights); begin()
+    restores that copy's weights."""
+
+    def __init__(self, model: nn.Module, seq_len: int, bos_id: int, vocab_size: int | None = None, *,
+                 phase_ends=(), **doc_ttt):
+        vocab_size = vocab_size if vocab_size is not None else model.cfg.vocab_size
+        model = copy.deepcopy(model)
+        self.engine = DocTTT(model, seq_len, **{**doc_ttt, "batch_docs": 1})
+        self.model, self.bos_id, self.phase_ends = model, int(bos_id), tuple(int(d) for d in phase_ends)
+        self.vocab_size = int(vocab_size)
+        self.base_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.tokens = None
+
+    def begin(self, first_token: int) -> None:
+        first = _scoring_tokens([first_token], self.vocab_size, "DocTTTScorer.begin")
+        self.model.load_state_dict(self.base_state)
+        self.tokens = torch.from_numpy(first).to(self.engine.device)
+        self.doc_start, self.docs_done, self.phase_docs = 0, 0, []
+        self._new_adapters()
+
+    def _new_adapters(self) -> None:
+        e = self.engine
+        self.A = [a[None].clone() for a in e.a_init]
+        self.B = [torch.zeros(1, m.out_features, a.shape[0], device=e.device) for m, a in zip(e.layers, e.a_init)]
+        self.adam = [(torch.zeros_like(p), torch.zeros_like(p)) for p in self.A + self.B]
+        self.steps = torch.zeros(1, device=e.device)
+
+    def _run(self, n_targets: int, c: int, base: int, logp, entropy, dists=None) -> None:
+        """engine step on the current document, chunk c, with its first n_targets targets known."""
+        e = self.engine
+        hooks = [m.register_forward_hook(e._doc_hook(i)) for i, m in enumerate(e.layers)]
+        frozen = [p.requires_grad for p in self.model.parameters()]
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        try:
+            e._doc_step(self.tokens, [(self.doc_start, n_targets, c)], [0], self.A, self.B, self.adam, self.steps,
+                        logp, entropy, base, dists)
+        finally:
+            for h in hooks:
+                h.remove()
+            for p, f in zip(self.model.parameters(), frozen):
+                p.requires_grad_(f)
+
+    def score_chunk_with_entropy(self, chunk, probe=()):
+        """(logp, dists, entropy) of the chunk: pieces inside one TTT chunk of one document are scored
+        with that document's adapters; a finished TTT chunk then adapts them; a BOS target ends it."""
+        if self.tokens is None:
+            raise RuntimeError("DocTTTScorer.score_chunk called before begin(first_token)")
+        chunk = _scoring_tokens(chunk, self.vocab_size, "DocTTTScorer.score_chunk")
+        a = len(self.tokens)  # global index of chunk[0]
+        self.tokens = torch.cat([self.tokens, torch.from_numpy(chunk).to(self.engine.device)])
+        logp, entropy = np.empty(len(chunk)), np.empty(len(chunk))
+        want = {a + int(p): None for p in np.asarray(probe, dtype=np.int64).reshape(-1)}
+        C, t = self.engine.chunk, a
+        while t < a + len(chunk):
+            j = t - self.doc_start  # local index of target t in its document
+            c = (j - 1) // C
+            stop = min(a + len(chunk), self.doc_start + (c + 1) * C + 1)
+            bos = np.flatnonzero(chunk[t - a:stop - a] == self.bos_id)
+            end = t + int(bos[0]) + 1 if bos.size else stop  # targets [t, end) of this piece
+            self._run(end - 1 - self.doc_start, c, a - 1, logp, entropy, want)
+            if bos.size:
+                self._end_document(end - 1)
+            elif end - 1 - self.doc_start == (c + 1) * C:  # the TTT chunk is complete and scored
+                scratch = np.empty(end - a)
+                self._run((c + 2) * C, c, a - 1, scratch, scratch.copy())  # its Adam step (scores ignored)
+            t = end
+        dists = np.stack([want[a + int(p)] for p in np.asarray(probe, dtype=np.int64).reshape(-1)]) \
+            if len(want) else np.empty((0, self.vocab_size))
+        return logp, dists, entropy
+
+    def _end_document(self, last: int) -> None:
+        """The target at `last` (a BOS) closed the document: new adapters; a phase may end here."""
+        self.phase_docs.append((self.doc_start, last))
+        self.docs_done += 1
+        self.doc_start = last
+        self._new_adapters()
+        if self.docs_done in self.phase_ends:
+            self.engine.phase_sgd(self.tokens, np.asarray(self.phase_docs, dtype=np.int64))
+            self.phase_docs = []
+
+    def score_chunk(self, chunk, probe=()):
+        logp, dists, _ = self.score_chunk_with_entropy(chunk, probe)
+        return logp, dists

@@ -30,9 +30,9 @@ REPO_ROOT = CORE_DIR.parents[1]
 # reading order of the challenge's script: (section, core modules in it); main() comes last, alone
 SECTIONS = [
     ("hyperparameters", ["config"]),
-    ("optimiser", ["optim"]),
-    ("evaluation", ["evaluate", "scoring", "ngram", "ttt"]),
-    ("quantisation and artifact", ["codec", "quant", "artifact", "bitalloc", "checkpoint"]),
+    ("optimiser", ["collectives", "optim"]),
+    ("evaluation", ["evaluate", "scoring", "ngram", "ngrammix", "ttt"]),
+    ("quantisation and artifact", ["codec", "quant", "artifact", "bitalloc", "export", "checkpoint"]),
     ("data", ["data"]),
     ("model", ["lattice", "geometry", "telemetry", "model"]),
     ("training", ["train"]),
@@ -200,8 +200,16 @@ def reachable(defs: list[Definition], entry: str) -> set[int]:
     return seen
 
 
+def check_sections_cover_core() -> None:
+    listed = {m for _, modules in SECTIONS for m in modules}
+    missing = sorted(p.stem for p in CORE_DIR.glob("*.py") if p.stem not in listed and p.stem != "__init__")
+    if missing:
+        raise BundleError(f"lila_golf/core modules not placed in bundle.SECTIONS: {missing}")
+
+
 def collect(preset: str | None):
     """(sections of kept definitions, the import lines they need, the fields left out)."""
+    check_sections_cover_core()
     skip, left_out = left_out_modules(preset)
     defs, imports = [], {}
     for _, modules in SECTIONS:
@@ -294,12 +302,6 @@ def build_file(preset: str | None = None, packed: bool = False, minified: bool =
     if minified:
         text = minify(text)
     return pack(text) if packed else text
-
-
-def write_bundle(out: Path, preset: str | None = None, packed: bool = False, minified: bool = False) -> int:
-    text = build_file(preset, packed, minified)
-    out.write_text(text, encoding="utf-8")
-    return len(text.encode())
 
 
 def add_bundle_parser(subparsers) -> None:

@@ -16,15 +16,26 @@ import time
 from pathlib import Path
 
 from ..core.config import environment
-from .bundle import write_bundle
+from .bundle import build_file, left_out_modules
 from .records import parse_run_log
 
 
+def submission_file(env: dict[str, str]) -> str:
+    """The file a record submits for this run: the preset's record file, minified and packed (its
+    bytes are the code bytes counted); the complete file when the run switches on a feature that the
+    preset's record file leaves out (a geometry ablation, say)."""
+    preset = env.get("PRESET", "smoke")
+    _, left_out = left_out_modules(preset)
+    needs_complete = any(k.upper() in env for k in left_out)
+    return build_file(None if needs_complete else preset, packed=True, minified=True)
+
+
 def launch_run(run_dir: Path, env: dict[str, str], nproc: int = 1) -> int:
-    """Bundle train_gpt.py into run_dir and run it there (torchrun when nproc > 1)."""
+    """Write the submitted train_gpt.py (submission_file) into run_dir and run it there (torchrun
+    when nproc > 1): the file that ran is the file that counts, and its code_sha256 is in the log."""
     run_dir.mkdir(parents=True, exist_ok=True)
     script = run_dir / "train_gpt.py"
-    write_bundle(script)
+    script.write_text(submission_file(env), encoding="utf-8")
     env = {**environment(), **env, "OUT_DIR": str(run_dir.parent), "RUN_ID": run_dir.name}
     if nproc > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(script)]

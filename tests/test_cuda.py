@@ -1,0 +1,68 @@
+"""What truly needs CUDA: NCCL's refusal of CPU tensors and our collectives under it, the GPTQ
+export on the GPU, torch.compile + bf16 on the GPU. Skipped without CUDA (the CPU proofs are in
+test_compile.py and test_collectives.py); run on a GPU machine with `python -m pytest tests/test_cuda.py`."""
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (NCCL, GPU kernels)")
+
+
+@pytest.fixture
+def nccl_group():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.cuda.set_device(0)
+    dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+@needs_cuda
+def test_nccl_refuses_cpu_tensors_and_the_helpers_move_them(nccl_group):
+    from lila_golf.core.collectives import all_reduce_, broadcast_bytes
+    with pytest.raises(Exception):
+        dist.all_reduce(torch.ones(3))  # the crash today's code would hit after 600 s
+        torch.cuda.synchronize()
+    h = torch.ones(3)
+    assert all_reduce_(h) is h and h.device.type == "cpu" and torch.equal(h, torch.ones(3))
+    assert broadcast_bytes(b"artifact bytes") == b"artifact bytes"
+
+
+@needs_cuda
+def test_gptq_export_on_the_gpu_under_nccl(nccl_group, tmp_path, mini_data, sp1024_model):
+    from lila_golf.core.artifact import load_artifact
+    from lila_golf.core.config import Hyperparameters, dist_env
+    from lila_golf.core.train import RunLog, build_model, calibrate_and_quantize, write_artifact
+    hp = Hyperparameters.from_env({"PRESET": "test", "DATA_PATH": str(mini_data), "TOKENIZER_PATH": str(sp1024_model),
+                                   "MODEL_DIM": "256", "NUM_LAYERS": "2", "QUANT_SCHEME": "int6_gptq", "CODEC": "brotli"})
+    device = torch.device("cuda", 0)
+    model = build_model(hp, device)
+    log = RunLog(str(tmp_path / "log.txt"), True)
+    entries, gptq_ms = calibrate_and_quantize(model, hp, device, log)
+    write_artifact(str(tmp_path / "a.lgz"), entries, model, hp, dist_env({}), "0" * 64, log)
+    state, _ = load_artifact(str(tmp_path / "a.lgz"))
+    assert gptq_ms > 0 and any(e["scheme"] == "int6_gptq" for e in entries.values())
+    assert set(state) == set(model.state_dict())
+
+
+@needs_cuda
+def test_compile_and_bf16_on_the_gpu():
+    from test_compile import batches, record_architecture_small, train_losses
+    from lila_golf.core.model import GPT
+    torch.manual_seed(0)
+    eager = GPT(record_architecture_small()).cuda()
+    twin = GPT(record_architecture_small()).cuda()
+    twin.load_state_dict(eager.state_dict())
+    data = [b.cuda() for b in batches(4)]
+    compiled = torch.compile(twin, dynamic=False, fullgraph=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        try:
+            got = train_losses(compiled, twin, data, steps_before_freeze=2)
+        finally:
+            torch._dynamo.config.error_on_recompile = False
+        want = train_losses(eager, eager, data)
+    assert max(abs(a - b) for a, b in zip(got, want)) < 0.05, (got, want)
