@@ -166,3 +166,27 @@ def test_geometry_models_round_trip_through_the_artifact(tmp_path, sp1024_model,
         assert (loaded(x) - model(x)).abs().max() < 0.05
     assert len(generate_tokens(loaded, [1, 5], max_tokens=3, seq_len=4, resonator=E8Resonator(loaded.tok_emb.weight),
                                resonance_strength=1.0)) == 3
+
+
+def test_prompt_and_continuation_print_as_the_tokenizer_joins_them(artifact, sp1024_model, monkeypatch, capsys):
+    import sentencepiece
+    import lila_golf.tools.generate as gen
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(sp1024_model))
+    whole, prompt = sp.encode("voted in the house"), sp.encode("voted")
+    assert whole[:len(prompt)] == prompt
+    continuation = whole[len(prompt):]  # starts with "▁in": a space the prompt text does not end with
+    assert sp.id_to_piece(continuation[0]) == "\u2581in"
+    monkeypatch.setattr(gen, "generate_tokens", lambda *a, **k: list(continuation))
+    assert run_generate(parse(["--artifact", str(artifact), "--prompt", "voted", "--no_resonator"])) == 0
+    assert capsys.readouterr().out == "voted in the house\n"
+
+
+def test_model_config_that_does_not_fit_the_weights_is_refused_before_allocating(artifact, tmp_path, sp1024_model):
+    from lila_golf.core.artifact import load_artifact
+    state, header = load_artifact(artifact)
+    huge = tmp_path / "huge.lgz"
+    cfg = {**header["model_config"], "num_layers": 3, "model_dim": 64}  # checked on the meta device: a
+    save_artifact(huge, state, model_config=cfg,  # header asking for 10^11 weights is refused the same way
+                  tokenizer_sha256=tokenizer_sha256(sp1024_model), scheme="int8", codec="zlib")
+    with pytest.raises(GenerateError, match="do not fit"):
+        load_model(huge, sp1024_model)

@@ -277,6 +277,48 @@ def bits_per_byte(sum_nll_nats: float, sum_bytes: int) -> float:
     return float(sum_nll_nats) / math.log(2.0) / float(sum_bytes)
 
 
+# ----------------------------------------------------------------------------- data source label
+
+# sha256 of the first DATA_LABEL_HEAD_TOKENS tokens (uint16 little endian) of the official FineWeb
+# validation set, per tokenisation we hold a copy of, and that set's token count (published manifest)
+DATA_LABEL_HEAD_TOKENS = 256
+FINEWEB_VAL_HEADS = {"39ce439c101f47c93b9fef33fad2c33bfe7d9ff985e3eb5768694e3687cc8490": ("sp1024", 62_021_846)}
+
+
+def fineweb_val_variant(val_tokens):
+    """(variant, official token count) when the tokens open like an official FineWeb val set, else None."""
+    head = np.asarray(val_tokens[:DATA_LABEL_HEAD_TOKENS])
+    if head.size < DATA_LABEL_HEAD_TOKENS or int(head.min()) < 0 or int(head.max()) >= 1 << 16:
+        return None
+    return FINEWEB_VAL_HEADS.get(hashlib.sha256(head.astype("<u2").tobytes()).hexdigest())
+
+
+def _pydoc_first_document(val_tokens, sp) -> bool:
+    """True when the first document of the stream, decoded, is text of CPython's pydoc topics (the
+    embedded corpus); compared after NFKC and whitespace folding, as the tokenizer normalises."""
+    import unicodedata
+    try:
+        from pydoc_data.topics import topics
+    except ImportError:
+        return False
+    fold = lambda text: " ".join(unicodedata.normalize("NFKC", text).split())
+    ids = [int(t) for t in val_tokens[:4096]]
+    bos = [i for i, t in enumerate(ids) if t == sp.bos_id()] + [len(ids)]
+    doc = fold(sp.decode(ids[bos[0] + 1:bos[1]] if len(bos) > 1 else ids))[:400]
+    return len(doc) >= 40 and any(doc in fold(text) for text in topics.values())
+
+
+def data_source_label(val_tokens, sp=None) -> str:
+    """Where scores on these validation tokens come from, decided from the tokens themselves:
+    "fineweb" (the head hashes to an official val set's), "embedded_pydoc" (the first document is
+    CPython's pydoc text; needs the tokenizer `sp`), else "other"."""
+    if fineweb_val_variant(val_tokens) is not None:
+        return "fineweb"
+    if sp is not None and _pydoc_first_document(val_tokens, sp):
+        return "embedded_pydoc"
+    return "other"
+
+
 # ----------------------------------------------------------------------------- tokenizer checks
 
 # Texts whose byte count must come out exact. Plain probes are unchanged by NFKC and whitespace

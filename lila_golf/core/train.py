@@ -24,7 +24,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from .config import ARTIFACT_LIMIT_BYTES, Hyperparameters, dist_env
-from .data import DistributedTokenLoader, build_byte_tables, load_tokenizer, load_val_tokens, read_shard, shard_file, shard_paths, target_bytes, tokenizer_sha256
+from .data import DistributedTokenLoader, build_byte_tables, data_source_label, load_tokenizer, load_val_tokens, read_shard, shard_file, shard_paths, target_bytes, tokenizer_sha256
 from .model import GPT, GPTConfig, count_params
 from .optim import EMA, SWA, build_optimizers, lr_scale, muon_momentum_at
 from .artifact import load_artifact, read_artifact_header, save_artifact
@@ -332,12 +332,12 @@ def export_and_roundtrip(trainer, hp, denv, device, autocast, val, log, run_dir,
     bytes_model = os.path.getsize(artifact_path)
     bytes_total = bytes_model + len(code_bytes)
     tag = f"final_{hp.quant_scheme}_{hp.codec}_roundtrip"
-    log(f"{tag} val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} tokens:{res['tokens']} bytes:{res['bytes']} eval_time:{eval_ms:.0f}ms")
+    log(f"{tag} val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} tokens:{res['tokens']} bytes:{res['bytes']} eval_time:{eval_ms:.0f}ms data:{val['data']}")
     if hp.eval_stride > 0:
         t0 = time.perf_counter()
         res = sliding_validation(fresh, val, hp, device, autocast, denv)
         log(f"{tag}_sliding stride:{hp.eval_stride} val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} "
-            f"tokens:{res['tokens']} bytes:{res['bytes']} eval_time:{1000 * (time.perf_counter() - t0):.0f}ms")
+            f"tokens:{res['tokens']} bytes:{res['bytes']} eval_time:{1000 * (time.perf_counter() - t0):.0f}ms data:{val['data']}")
     log(f"bytes_code:{len(code_bytes)} bytes_model:{bytes_model} bytes_total:{bytes_total} limit:{ARTIFACT_LIMIT_BYTES}")
     if bytes_total > ARTIFACT_LIMIT_BYTES:
         log(f"artifact_valid:false over_limit_by:{bytes_total - ARTIFACT_LIMIT_BYTES}")
@@ -420,6 +420,7 @@ def main() -> int:
         raise ValueError(f"tokenizer {hp.tokenizer_path} has vocab {sp.vocab_size()} but VOCAB_SIZE={hp.vocab_size}")
     tok_sha = tokenizer_sha256(hp.tokenizer_path)
     val = load_validation(hp, build_byte_tables(sp, hp.vocab_size), log)
+    val["data"] = data_source_label(val["tokens"], sp)  # fineweb | embedded_pydoc | other, from the tokens
     model = build_model(hp, device)
     log(f"model_params:{count_params(model)} val_targets:{len(val['tokens']) - 1} val_bytes:{int(val['bytes'].sum())}")
     trainer = Trainer(hp, denv, device, autocast, model, log)
@@ -434,7 +435,7 @@ def main() -> int:
         should_eval = hp.val_loss_every > 0 and step > 0 and (step % hp.val_loss_every == 0 or last_step)
         if should_eval:
             res = run_validation(model, val, hp, device, autocast, denv)
-            log(f"step:{step}/{hp.iterations} val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} train_time:{train_time_ms:.0f}ms")
+            log(f"step:{step}/{hp.iterations} val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} train_time:{train_time_ms:.0f}ms data:{val['data']}")
         if last_step:
             break
         if device.type == "cuda":
@@ -469,7 +470,7 @@ def main() -> int:
         trainer.ema.copy_to(model)
         log(f"weights:ema decay:{hp.ema_decay}")
     res = run_validation(model, val, hp, device, autocast, denv)
-    log(f"final_float val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} tokens:{res['tokens']} bytes:{res['bytes']}")
+    log(f"final_float val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} tokens:{res['tokens']} bytes:{res['bytes']} data:{val['data']}")
     status = export_and_roundtrip(trainer, hp, denv, device, autocast, val, log, run_dir, code_bytes, tok_sha, train_time_ms)
     shutdown_distributed()
     return status

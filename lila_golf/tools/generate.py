@@ -222,12 +222,29 @@ def load_model(artifact: Path, tokenizer: Path) -> tuple[GPT, dict]:
     unknown = sorted(set(cfg) - known)
     if unknown:
         raise GenerateError(f"{artifact}: model_config has fields this code does not know: {unknown}")
+    try:
+        with torch.device("meta"):  # count the parameters before allocating any: a header may ask for anything
+            planned = GPT(GPTConfig(**cfg)).state_dict()
+    except (TypeError, ValueError) as exc:
+        raise GenerateError(f"{artifact}: model_config does not build a model ({exc})") from exc
+    wanted = {k: tuple(v.shape) for k, v in planned.items()}
+    if wanted != {k: tuple(v.shape) for k, v in state.items()}:
+        raise GenerateError(f"{artifact}: model_config asks for {sum(map(_numel, wanted.values())):,} weights in "
+                            f"{len(wanted)} tensors, the artifact holds {sum(v.numel() for v in state.values()):,} "
+                            f"in {len(state)}: they do not fit")
     model = GPT(GPTConfig(**cfg))
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise GenerateError(f"{artifact}: weights do not fit the model_config ({exc})") from exc
     return model.eval(), header
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
 
 
 # --- command line -----------------------------------------------------------------------------------
@@ -298,5 +315,5 @@ def run_generate(args) -> int:
                           resonator=resonator, resonance_strength=args.resonance_strength,
                           encode_relation_weight=args.encode_relation_weight, prompt_skip=1,
                           seed=args.seed, on_token=show)
-    print(args.prompt + sp.decode(new))
+    print(sp.decode(prompt_ids[1:] + new))  # joined as the tokenizer joins them ("voted" + "▁in" = "voted in")
     return 0

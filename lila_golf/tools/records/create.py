@@ -18,8 +18,8 @@ from decimal import Decimal
 from pathlib import Path
 
 from ..bundle import REPO_ROOT
-from .folder import (ARTIFACT_LIMIT_BYTES, CODE_NAME, PER_SEED_KEYS, TRACKS, limit_problems, mean8,
-                     sha256_file, std8, train_time_within)
+from .folder import (ARTIFACT_LIMIT_BYTES, CODE_NAME, DATE, PER_SEED_KEYS, TRACKS, limit_problems, mean8,
+                     official_val_targets, safe_word, sha256_file, std8, train_time_within, val_coverage)
 from .logs import RecordError, SeedRun, key_values, parse_run_log
 
 
@@ -45,7 +45,9 @@ def _collect_run(run_dir: Path, code_override: Path | None) -> RecordedRun:
         raise RecordError(f"{log}: artifact_valid is not true (over {ARTIFACT_LIMIT_BYTES:,} bytes?)")
     if run.seed is None:
         raise RecordError(f"{log}: no seed in the config line")
-    artifact = run_dir / f"final_model.{run.config.get('quant_scheme')}.{run.config.get('codec')}.lgz"
+    safe_word(run.seed, f"{log}: seed")
+    scheme, codec = safe_word(run.config.get("quant_scheme"), "quant_scheme"), safe_word(run.config.get("codec"), "codec")
+    artifact = run_dir / f"final_model.{scheme}.{codec}.lgz"
     if not artifact.is_file():
         raise RecordError(f"{run_dir}: artifact {artifact.name} named by the log's config is missing")
     if artifact.stat().st_size != run.bytes_model:
@@ -83,6 +85,28 @@ def _check_track_limits(runs: list[RecordedRun], track: str) -> None:
             raise RecordError(f"over the {track} time limits: " + "; ".join(bad))
 
 
+def _label_from_data(run: SeedRun) -> str:
+    """An older log's data label, decided now from the val tokens at the data_path it names."""
+    from ...core.data import ShardError, data_source_label, load_tokenizer, load_val_tokens, shard_file
+    try:
+        tokens = load_val_tokens(shard_file(run.config.get("data_path", ""), "val"))
+        sp = load_tokenizer(run.config.get("tokenizer_path", ""))
+    except (ShardError, ValueError) as exc:
+        raise RecordError(f"{run.log_path}: the log predates data labels and its data cannot be read to decide "
+                          f"one ({exc})") from None
+    return data_source_label(tokens, sp)
+
+
+def _check_track_data(runs: list[RecordedRun], track: str) -> None:
+    """Every run's data label (from its score line; older logs: from the data they name) fits the track."""
+    for r in runs:
+        if r.run.data_label is None:
+            r.run.data_label = _label_from_data(r.run)
+        if TRACKS[track].fineweb and r.run.data_label != "fineweb":
+            raise RecordError(f"{r.run.log_path}: scored on data:{r.run.data_label}, not FineWeb: {track} takes "
+                              f"FineWeb scores only (use track_non_record_16mb)")
+
+
 def _hardware(run: SeedRun) -> str:
     tok = key_values(run.device.split())
     return (f"{tok.get('device', '?')} {tok.get('device_name', '?')}, "
@@ -106,6 +130,7 @@ def build_submission(runs: list[RecordedRun], *, name, track, author, github_id,
             "val_loss": float(Decimal(r.run.val_loss)), "val_bpb": float(Decimal(r.run.val_bpb)),
             "steps": r.run.steps, "train_time_ms": r.run.train_time_ms, "eval_time_ms": r.run.eval_time_ms,
             "bytes_model": r.run.bytes_model, "bytes_total": code_bytes + r.run.bytes_model,
+            "score_key": r.run.score_key, "phases": r.run.phases, "targets": r.run.targets, "data": r.run.data_label,
             "log": log_name, "artifact": artifact_name, "artifact_sha256": sha256_file(r.artifact)}
     rules = TRACKS[track]
     bytes_total = max(v["bytes_total"] for v in seed_results.values())
@@ -123,7 +148,10 @@ def build_submission(runs: list[RecordedRun], *, name, track, author, github_id,
             "limits_s": {"train": rules.train_s, "eval": rules.eval_s},
             "artifact_under_16mb": bytes_total <= ARTIFACT_LIMIT_BYTES,
             "code_hash_matches_logs": True,
-            "full_val_set": all(r.run.val_subset is None for r in runs),
+            "full_val_set": all(r.run.targets is not None and r.run.targets == official_val_targets(r.run) for r in runs),
+            "val_targets": min((r.run.targets for r in runs if r.run.targets is not None), default=None),
+            "val_targets_official": official_val_targets(runs[0].run),
+            "data": runs[0].run.data_label,
             "seed_count": len(runs)},
     }
 
@@ -205,17 +233,20 @@ def build_readme(sub: dict, runs: list[RecordedRun]) -> str:
     """README.md: what was measured, on what, per seed, the config and the commands to reproduce."""
     first = runs[0].run
     rules = TRACKS[sub["track"]]
-    val_note = ("the full validation set" if sub["compliance"]["full_val_set"] else
-                f"ONLY `{first.val_subset}` of the validation set (NOT the full val set: "
-                f"not comparable to challenge scores)")
+    val_note = val_coverage(first)
+    if first.score_source == "final_submitted":
+        score_note = (f"the `final_submitted` line of each log (evaluation phases {', '.join(first.phases)}; its "
+                      f"eval time covers all of them)")
+    else:
+        score_note = f"the `{sub['score_key']}` line of each log (older logs: no final_submitted line)"
     limits = (f"training {rules.train_s:.0f} s, evaluation {rules.eval_s:.0f} s" if rules.train_s else "no time limit")
     lines = [f"# {sub['name']}", "", sub["blurb"] or "", "",
              f"Track `{sub['track']}` (limits: {limits}, artifact {ARTIFACT_LIMIT_BYTES:,} bytes).",
              f"Measured on: {sub['hardware']} ({sub['software']}).",
              f"Author: {sub['author']} ({sub['github_id']}). Created {sub['date']} by `python -m lila_golf record`.",
              "", "## Results", "",
-             f"Score: the `{sub['score_key']}` line of each log: the model reloaded from its artifact on "
-             f"disk and re-evaluated on {val_note}.", "", *_results_table(sub), "",
+             f"Score: {score_note}: the model reloaded from its artifact on disk and evaluated on {val_note}.",
+             "", *_results_table(sub), "",
              f"bytes_total = `{CODE_NAME}` ({sub['bytes_code']:,} bytes) + the seed's artifact; the record's "
              f"figure is the largest over seeds. Code sha256 `{sub['code_sha256']}` (equal in every log).",
              "", "![loss curves](loss_curve.png)", "", "## Config", "",
@@ -244,8 +275,16 @@ def _requirements_text() -> str:
 
 
 def folder_name(date: str, name: str) -> str:
-    """`<date>_<Name>` with anything but letters, digits, '.' and '-' turned into '_'."""
-    return f"{date}_{re.sub(r'[^A-Za-z0-9.-]+', '_', name).strip('_')}"
+    """`<date>_<Name>` with anything but letters, digits, '.' and '-' turned into '_'; the date must
+    be a real YYYY-MM-DD and the name must keep at least one letter or digit."""
+    try:
+        datetime.date.fromisoformat(date if DATE.match(str(date)) else "")
+    except (TypeError, ValueError):
+        raise RecordError(f"--date {date!r} is not a date YYYY-MM-DD") from None
+    clean = re.sub(r"[^A-Za-z0-9.-]+", "_", name).strip("_.")
+    if not re.search(r"[A-Za-z0-9]", clean):
+        raise RecordError(f"--name {name!r} has no letter or digit to name the folder with")
+    return f"{date}_{clean}"
 
 
 def create_record(run_dirs: list[Path], *, name: str, track: str, author: str = "", github_id: str = "",
@@ -261,6 +300,7 @@ def create_record(run_dirs: list[Path], *, name: str, track: str, author: str = 
     runs = sorted((_collect_run(d, code) for d in run_dirs), key=lambda r: _seed_key(r.run.seed))
     _check_seeds_agree(runs)
     _check_track_limits(runs, track)
+    _check_track_data(runs, track)
     dest = Path(out) / track / folder_name(date, name)
     if dest.exists():
         raise RecordError(f"{dest} already exists: a record is never overwritten")
@@ -269,9 +309,7 @@ def create_record(run_dirs: list[Path], *, name: str, track: str, author: str = 
     tmp.mkdir(parents=True)
     names = {}
     for r in runs:
-        cfg = r.run.config
-        names[r.run.seed] = (f"train_seed{r.run.seed}.log",
-                             f"final_model_seed{r.run.seed}.{cfg['quant_scheme']}.{cfg['codec']}.lgz")
+        names[r.run.seed] = (f"train_seed{r.run.seed}.log", f"final_model_seed{r.run.seed}.{r.artifact.name[len('final_model.'):]}")
         shutil.copyfile(r.run.log_path, tmp / names[r.run.seed][0])
         shutil.copyfile(r.artifact, tmp / names[r.run.seed][1])
     shutil.copyfile(runs[0].code, tmp / CODE_NAME)

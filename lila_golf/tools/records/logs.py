@@ -2,6 +2,14 @@
 
 Both formats are read here and nowhere else: the record tools (size, record, verify, compare), the
 demo's summary and the benchmarks all take their numbers from parse_run_log.
+
+The score of a lila log is its `final_submitted` line (the evaluation the run submits, every phase
+in it: `final_submitted val_loss:L val_bpb:B targets:N bytes:Y eval_time_ms:T phases:plain,sliding
+data:fineweb`, with one `eval_phase name:.. val_loss:.. val_bpb:.. targets:.. bytes:.. time_ms:..`
+per phase); logs written before that line existed are scored by their `final_*_roundtrip` line, and
+SeedRun.score_source says which. `time_budget train_time_ms:X gptq_time_ms:G total_ms:S cap_ms:C`
+and `time_valid:true|false [over_cap_ms:N]` give the training clock of logs that calibrate GPTQ
+inside it.
 """
 from __future__ import annotations
 
@@ -40,6 +48,16 @@ class SeedRun:
     val_curve: list[tuple[int, float]] = field(default_factory=list)
     float_val_bpb: str | None = None  # the `final_float` line: the weights before quantisation
     model_params: int | None = None
+    targets: int | None = None  # val targets the score covers
+    data_label: str | None = None  # `data:` of the score line (fineweb | embedded_pydoc | other)
+    score_source: str = ""  # "final_submitted", or "roundtrip" for older logs without it
+    phases: list[str] = field(default_factory=list)  # eval phases of the submitted score, in order
+    eval_phases: list[dict] = field(default_factory=list)  # `eval_phase` lines, as logged
+    gptq_time_ms: float | None = None  # `time_budget` line: GPTQ calibration inside the clock
+    time_cap_ms: float | None = None
+    time_valid: bool | None = None  # `time_valid:` line
+    roundtrip: dict = field(default_factory=dict)  # the final_*_roundtrip line's words
+    submitted: dict = field(default_factory=dict)  # the final_submitted line's words
 
 
 def key_values(words: list[str]) -> dict[str, str]:
@@ -80,8 +98,16 @@ def _parse_lila_line(run: SeedRun, line: str) -> None:
         if "last_step_start_ms" in tok:
             run.last_step_start_ms = float(tok["last_step_start_ms"])
     elif head.startswith("final_") and head.endswith("_roundtrip"):
-        run.score_key, run.val_loss, run.val_bpb = head, tok.get("val_loss"), tok.get("val_bpb")
-        run.eval_time_ms = _ms(tok["eval_time"]) if "eval_time" in tok else None
+        run.roundtrip = {**tok, "key": head}
+    elif head == "final_submitted":
+        run.submitted = tok
+    elif head == "eval_phase":
+        run.eval_phases.append(tok)
+    elif head == "time_budget":
+        run.gptq_time_ms, run.time_cap_ms = float(tok["gptq_time_ms"]), float(tok.get("cap_ms", "nan"))
+        run.train_time_ms = float(tok.get("train_time_ms", run.train_time_ms))
+    elif head.startswith("time_valid:"):
+        run.time_valid = tok["time_valid"] == "true"
     elif head == "final_float":
         run.float_val_bpb = tok.get("val_bpb")
     elif head.startswith("model_params:"):
@@ -97,8 +123,30 @@ def parse_lila_log(path: Path) -> SeedRun:
     """A log written by lila_golf.core.train (first line `code_sha256:...`); later lines win."""
     run = SeedRun(Path(path), "lila")
     for line in _read_text(path).splitlines():
-        _parse_lila_line(run, line)
+        try:
+            _parse_lila_line(run, line)
+        except (KeyError, ValueError) as exc:
+            raise RecordError(f"{path}: malformed log line {line[:80]!r} ({type(exc).__name__}: {exc})") from None
+    _lila_score(run)
     return run
+
+
+def _lila_score(run: SeedRun) -> None:
+    """The run's score: the final_submitted line, else (older logs) the final_*_roundtrip line."""
+    if run.submitted:
+        sub = run.submitted
+        run.score_key, run.score_source = "final_submitted", "final_submitted"
+        run.val_loss, run.val_bpb, run.data_label = sub.get("val_loss"), sub.get("val_bpb"), sub.get("data")
+        run.eval_time_ms = float(sub["eval_time_ms"]) if "eval_time_ms" in sub else None
+        run.targets = int(sub["targets"]) if "targets" in sub else None
+        run.phases = [p for p in sub.get("phases", "").split(",") if p]
+    elif run.roundtrip:
+        rt = run.roundtrip
+        run.score_key, run.score_source = rt["key"], "roundtrip"
+        run.val_loss, run.val_bpb, run.data_label = rt.get("val_loss"), rt.get("val_bpb"), rt.get("data")
+        run.eval_time_ms = _ms(rt["eval_time"]) if "eval_time" in rt else None
+        run.targets = int(rt["tokens"]) if "tokens" in rt else None
+        run.phases = ["plain"]
 
 
 # official logs (openai/parameter-golf train_gpt.py): free-form lines, some `key:value`, some
@@ -158,8 +206,14 @@ def parse_run_log(path: Path) -> SeedRun:
     return parse_lila_log(path) if first.startswith("code_sha256:") else parse_official_log(path)
 
 
+LOG_MAX_BYTES = 64 << 20  # a training log is kilobytes; refuse to read a huge file into memory
+
+
 def _read_text(path: Path) -> str:
     try:
+        if Path(path).stat().st_size > LOG_MAX_BYTES:
+            raise RecordError(f"{path}: {Path(path).stat().st_size} bytes, too large for a training log "
+                              f"(cap {LOG_MAX_BYTES})")
         return Path(path).read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
         raise RecordError(f"{path}: cannot read ({exc.strerror})") from None

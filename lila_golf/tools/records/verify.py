@@ -1,10 +1,16 @@
 """`verify`: every check of a record folder, lila or official format, one line each.
 
     python -m lila_golf verify records/track_cpu_10min/2026-05-01_CPU_baseline [--against OLD_RECORD]
+    python -m lila_golf verify RECORD --reeval [--data-path DIR] [--tokenizer T.model]
 
 Each number in submission.json is recomputed from the logs and bytes are measured from the files.
 Folders in the official challenge format (openai/parameter-golf: logs without code hash, no model
 file) verify with the model bytes read from the log (labelled "read") and the hash check "n/a".
+Every path read from submission.json must resolve inside the folder (no '..', no absolute path, no
+symlink leaving it); a folder that breaks this fails before anything else is read. A log's score
+is its `final_submitted` line, or for older logs the `final_*_roundtrip` line (said per log).
+`--reeval` reloads each seed's artifact and re-scores the submitted line on the data the log names
+(lila_golf/tools/records/reeval.py), failing on any difference in the printed figures.
 """
 from __future__ import annotations
 
@@ -13,9 +19,9 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 
 from .folder import (ARTIFACT_LIMIT_BYTES, CODE_NAME, LILA_SUBMISSION_FIELDS, MIN_IMPROVEMENT_NATS,
-                     SIGNIFICANCE_P, SUBMISSION_FIELDS, TRACKS, expected_files, limit_problems,
-                     load_submission, max_or_none, mean8, record_format, sha256_file, std8, track_of,
-                     welch_improvement_test)
+                     SIGNIFICANCE_P, SUBMISSION_FIELDS, TRACKS, clock_rule, expected_files, limit_problems,
+                     links_leaving, load_submission, max_or_none, mean8, official_val_targets, record_format,
+                     resolve_inside, sha256_file, std8, track_of, val_coverage, welch_improvement_test)
 from .logs import RecordError, SeedRun, parse_run_log, record_logs, score_runs
 
 
@@ -181,11 +187,44 @@ def _check_times(runs: list[SeedRun], track: str) -> Check:
     bad = [m for r in runs for m in limit_problems(r, rules)]
     train = max_or_none(r.train_time_ms for r in runs)
     evals = max_or_none(r.eval_time_ms for r in runs)
-    detail = (f"{track}: max train {(train or 0) / 1000:.1f} s, max eval {(evals or 0) / 1000:.1f} s")
+    gptq = max_or_none(r.gptq_time_ms for r in runs)
+    rules_used = "; ".join(sorted({clock_rule(r) for r in runs}))
+    detail = (f"{track}: max train {(train or 0) / 1000:.1f} s" + (f" + gptq {gptq / 1000:.1f} s" if gptq else "")
+              + f", max eval {(evals or 0) / 1000:.1f} s (all phases); clock rule: {rules_used}")
     if bad:
         return Check("times", "FAIL", detail + ": " + "; ".join(bad))
     limit = f"within {rules.train_s:.0f} s / {rules.eval_s:.0f} s" if rules.train_s else "(no limit)"
-    return Check("times", "PASS", f"{detail} {limit}")
+    return Check("times", "PASS", f"{detail}; {limit}")
+
+
+def _check_score_lines(runs: list[SeedRun]) -> Check:
+    """Which line each log is scored by: final_submitted, or the roundtrip line of older logs."""
+    older = [r.log_path.name for r in runs if r.score_source == "roundtrip"]
+    if not older:
+        phases = sorted({",".join(r.phases) for r in runs})
+        return Check("score_line", "PASS", f"every log scored by its final_submitted line (phases {'; '.join(phases)})")
+    return Check("score_line", "NOTE", f"{', '.join(older)}: older log(s) without a final_submitted line, scored "
+                                       f"by the plain final_*_roundtrip line")
+
+
+def _check_data(runs: list[SeedRun], track: str, sub: dict | None) -> Check:
+    """The data every score is on (the logs' data labels) against the track; full_val_set as claimed."""
+    rules = TRACKS.get(track)
+    labels = sorted({r.data_label or "unlabelled" for r in runs})
+    coverage = "; ".join(sorted({val_coverage(r) for r in runs}))
+    full = bool(runs) and all(r.targets is not None and r.targets == official_val_targets(r) for r in runs)
+    claimed = ((sub or {}).get("compliance") or {}).get("full_val_set")
+    bad = []
+    if rules is not None and rules.fineweb and any(r.data_label not in (None, "fineweb") for r in runs):
+        bad.append(f"{track} needs FineWeb scores, the logs say data:{','.join(labels)}")
+    if claimed is True and not full:
+        bad.append("submission.json claims compliance.full_val_set:true")
+    detail = f"data:{','.join(labels)}; scored on {coverage}"
+    if bad:
+        return Check("data", "FAIL", detail + ": " + "; ".join(bad))
+    if "unlabelled" in labels:
+        return Check("data", "NOTE", detail + " (older logs carry no data label: --reeval decides it from the data)")
+    return Check("data", "PASS", detail)
 
 
 def _check_against(runs: list[SeedRun], previous: Path) -> Check:
@@ -201,27 +240,53 @@ def _check_against(runs: list[SeedRun], previous: Path) -> Check:
     return Check("welch", "PASS" if ok else "FAIL", detail)
 
 
-def verify_record(folder: Path, against: Path | None = None) -> list[Check]:
-    """Every check of a record folder (lila or official format), in order."""
+def _check_paths(folder: Path, sub: dict | None, per_seed: dict) -> Check | None:
+    """Every file name submission.json gives (or implies) and every symlink in the folder stays
+    inside it; None when they do."""
+    bad = [f"symlink {link} leaves the folder" for link in links_leaving(folder)]
+    results = (sub or {}).get("seed_results")
+    if results is not None and not isinstance(results, dict):
+        bad.append("seed_results is not an object")
+    for seed, names in per_seed.items():
+        for key, name in zip(("log", "artifact"), names):
+            try:
+                if name != "":
+                    resolve_inside(folder, name, f"seed_results.{seed}.{key}")
+            except RecordError as exc:
+                bad.append(str(exc))
+    return Check("paths", "FAIL", "; ".join(bad) + ": nothing outside the folder is read") if bad else None
+
+
+def verify_record(folder: Path, against: Path | None = None, reeval: dict | None = None) -> list[Check]:
+    """Every check of a record folder (lila or official format), in order. reeval: None, or the
+    options of reeval.reeval_record (data_path, tokenizer, device) to re-score every seed."""
     folder = Path(folder)
     if not folder.is_dir():
         return [Check("files", "FAIL", f"{folder} is not a folder")]
+    if links := links_leaving(folder):
+        return [Check("paths", "FAIL", f"symlink {links[0]} leaves the folder: nothing outside it is read")]
     sub = load_submission(folder)
     fmt = record_format(folder, sub)
     required, per_seed = expected_files(folder, sub, fmt)
+    if unsafe := _check_paths(folder, sub, per_seed):
+        return [unsafe]
     if fmt == "lila" and per_seed:
         log_paths = [folder / log for log, _ in per_seed.values() if (folder / log).is_file()]
     else:
         log_paths = record_logs(folder)
     runs = [r for r in map(parse_run_log, log_paths) if fmt == "lila" or r.val_loss is not None]
+    track = track_of(folder, sub)
     checks = [_check_files(folder, required, log_paths), _check_fields(sub, fmt),
               _check_code_hash(folder, runs, sub, fmt), _check_numbers(sub, runs, fmt)]
     if fmt == "lila":
-        checks.append(_check_artifacts(folder, runs, per_seed, sub))
-    checks += [_check_bytes(folder, runs, per_seed, sub, fmt), _check_times(runs, track_of(folder, sub))]
+        checks += [_check_artifacts(folder, runs, per_seed, sub), _check_score_lines(runs), _check_data(runs, track, sub)]
+    checks += [_check_bytes(folder, runs, per_seed, sub, fmt), _check_times(runs, track)]
     subsets = sorted({r.val_subset for r in runs if r.val_subset})
     if subsets:
         checks.append(Check("val_set", "NOTE", f"scored on {', '.join(subsets)} only (NOT the full val set)"))
+    if reeval is not None:
+        from .reeval import reeval_record
+        checks += reeval_record(folder, runs, per_seed, fmt, **reeval)
     if against is not None:
         checks.append(_check_against(runs, Path(against)) if runs else
                       Check("welch", "FAIL", "no scored logs in this record"))
@@ -230,7 +295,11 @@ def verify_record(folder: Path, against: Path | None = None) -> list[Check]:
 
 def run_verify(args) -> int:
     """`verify RECORD_DIR [--against PREV]`: one line per check; exit 1 naming the failed ones."""
-    checks = verify_record(Path(args.record_dir), Path(args.against) if args.against else None)
+    reeval = dict(data_path=args.data_path, tokenizer=args.tokenizer, device=args.device) if args.reeval else None
+    try:
+        checks = verify_record(Path(args.record_dir), Path(args.against) if args.against else None, reeval)
+    except RecordError as exc:
+        checks = [Check("read", "FAIL", str(exc))]
     for c in checks:
         print(c.line())
     failed = [c.name for c in checks if c.status == "FAIL"]
@@ -246,4 +315,9 @@ def add_verify_parser(subparsers) -> None:
     p.add_argument("record_dir", type=Path)
     p.add_argument("--against", type=Path, default=None,
                    help="previous record: Welch test that val_loss improves by > 0.005 nats at p < 0.01")
+    p.add_argument("--reeval", action="store_true",
+                   help="reload every seed's artifact and re-score its submitted line on the data the log names")
+    p.add_argument("--data-path", default=None, help="--reeval: the val shards' folder, if not where the log says")
+    p.add_argument("--tokenizer", default=None, help="--reeval: the tokenizer, if not where the log says")
+    p.add_argument("--device", default="cpu", help="--reeval: cpu (default), cuda, ...")
     p.set_defaults(func=run_verify)
