@@ -135,9 +135,10 @@ def _artifact_encode_group(group: str, arrays: list, codec: str) -> tuple[bytes,
 
 def save_artifact(path, state_dict: dict, *, model_config: dict, tokenizer_sha256: str,
                   scheme: str = "int8", codec: str = "zlib", hessians: dict | None = None,
-                  plan=None, device=None) -> int:
+                  plan=None, device=None, train_seq_len: int | None = None) -> int:
     """Quantise `state_dict` (see quantize_state), code it with `codec` (zlib, lzma, zstd, brotli,
-    rans) and write the artifact to `path` atomically. Returns the number of bytes written."""
+    rans) and write the artifact to `path` atomically. Returns the number of bytes written.
+    train_seq_len, when given, goes into the header (the window length an evaluation must use)."""
     if codec not in ARTIFACT_CODECS:
         raise ValueError(f"unknown artifact codec {codec!r}: expected one of {ARTIFACT_CODECS}")
     if not isinstance(tokenizer_sha256, str):
@@ -160,6 +161,8 @@ def save_artifact(path, state_dict: dict, *, model_config: dict, tokenizer_sha25
               "tensors": table, "num_params": int(sum(t.numel() for t in state_dict.values())),
               "sym_h0_bits": sum(symbol_entropy_bits(a) for g, a in group_arrays.items() if g.startswith("sym")),
               "sym_coded_bytes": sum(gr["length"] for gr in groups if gr["name"].startswith("sym"))}
+    if train_seq_len is not None:
+        header["train_seq_len"] = int(train_seq_len)
     try:
         header_bytes = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
     except TypeError as exc:
