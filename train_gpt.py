@@ -163,7 +163,22 @@ class Hyperparameters:
     quant_scheme: str = "int8"
     gptq_calib_batches: int = 4  # training micro-batches whose layer inputs give the GPTQ Hessians
     codec: str = "zlib"
-    eval_stride: int = 0  # 0 = plain evaluation for the final score; else sliding windows
+    eval_stride: int = 0  # 0 = no sliding phase in the final evaluation; else its stride (core/final_eval.py)
+    ttt_mode: str = "off"  # off | doc (per-document score-first LoRA TTT) | phased (+ global SGD phases)
+    ttt_chunk: int = 64  # tokens per TTT chunk: scored, then one Adam step of that document's adapters
+    ttt_lr: float = 3e-3  # Adam lr of the per-document adapters
+    ttt_rank: int = 8  # LoRA rank
+    ttt_targets: str = "attn.c_q,attn.c_v,mlp.fc,mlp.proj"  # Linear layers adapted (name suffixes)
+    ttt_batch_docs: int = 16  # documents run side by side, each with its own adapters
+    ttt_phases: int = 3  # TTT_MODE=phased: SGD passes, after documents k * TTT_PHASE_DOCS / TTT_PHASES
+    ttt_phase_docs: int = 2000  # documents (in stream order) the phases cover; the rest use the last base
+    ttt_phase_lr: float = 1e-3  # SGD lr of the phases (base weights)
+    ttt_phase_batch: int = 16  # windows of TRAIN_SEQ_LEN per phase SGD step
+    ngram_order: int = 0  # 0 = no n-gram phase; else the max order of the per-token online n-gram
+    ngram_discount: float = 0.75  # absolute discount of the backoff (core/ngram.py formula)
+    ngram_beta: float = 0.0  # extra escape mass per distinct continuation (0 = absolute discounting)
+    ngram_mix_lr: float = 0.1  # Adam lr of the learned mixing weight (core/ngrammix.py)
+    ngram_mix_chunk: int = 256  # first mixer chunks (targets); later ones grow to 65,536
     save_float_weights: bool = False  # also keep the final float weights (final_weights.lgck) for analysis
     # --- hardware ---
     compile: bool = False  # torch.compile(fullgraph=True) of the model (inductor; CPU too)
@@ -191,9 +206,35 @@ class Hyperparameters:
                 raise ValueError(f"{name.upper()}={getattr(self, name)!r} switches on {feature}, which this record "
                                  f"file leaves out: run the complete train_gpt.py (`python -m lila_golf bundle`)")
         GPTConfig.from_hparams(self)  # the architecture checks itself
+        validate_eval(self)
 
     def as_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
+
+
+TTT_MODES = ("off", "doc", "phased")
+
+
+def validate_eval(hp) -> None:
+    """Checks of the final evaluation's fields, each naming its variable."""
+    if hp.eval_stride < 0 or hp.eval_stride > hp.train_seq_len:
+        raise ValueError(f"EVAL_STRIDE={hp.eval_stride} must be 0 (off) or in 1..TRAIN_SEQ_LEN={hp.train_seq_len}")
+    if hp.ttt_mode not in TTT_MODES:
+        raise ValueError(f"TTT_MODE={hp.ttt_mode!r} is not one of {TTT_MODES}")
+    if not 1 <= hp.ttt_chunk <= hp.train_seq_len:
+        raise ValueError(f"TTT_CHUNK={hp.ttt_chunk} must be in 1..TRAIN_SEQ_LEN={hp.train_seq_len}")
+    for name in ("ttt_rank", "ttt_batch_docs", "ttt_phase_batch", "ngram_mix_chunk"):
+        if getattr(hp, name) < 1:
+            raise ValueError(f"{name.upper()}={getattr(hp, name)} must be >= 1")
+    for name in ("ttt_lr", "ttt_phase_lr", "ngram_mix_lr", "ngram_beta"):
+        if getattr(hp, name) < 0:
+            raise ValueError(f"{name.upper()}={getattr(hp, name)} must be >= 0")
+    if hp.ttt_mode == "phased" and (hp.ttt_phases < 1 or hp.ttt_phase_docs < hp.ttt_phases):
+        raise ValueError(f"TTT_MODE=phased needs TTT_PHASES >= 1 and TTT_PHASE_DOCS >= TTT_PHASES "
+                         f"(got {hp.ttt_phases}, {hp.ttt_phase_docs})")
+    if hp.ngram_order < 0 or not 0 <= hp.ngram_discount <= 1 or (hp.ngram_order and hp.ngram_discount + hp.ngram_beta <= 0):
+        raise ValueError(f"NGRAM_ORDER={hp.ngram_order} must be >= 0, NGRAM_DISCOUNT={hp.ngram_discount} in [0, 1] "
+                         f"and NGRAM_DISCOUNT + NGRAM_BETA > 0")
 
 
 def validate_model(cfg) -> None:
@@ -1885,12 +1926,12 @@ def _artifact_version(table: list, streams: str, codec: str) -> int:
 def save_artifact(path, state_dict: dict, *, model_config: dict, tokenizer_sha256: str,
                   scheme: str = "int8", codec: str = "zlib", hessians: dict | None = None,
                   plan=None, device=None, row_weights: dict | None = None, streams: str = "bits",
-                  entries: dict | None = None) -> int:
+                  entries: dict | None = None, train_seq_len: int | None = None) -> int:
     """Quantise `state_dict` (see quantize_state), code it with `codec` (zlib, lzma, zstd, brotli,
     rans, best) and write the artifact to `path` atomically. streams "role": symbol groups per
     bit width and tensor role. `entries`: quantize_state's result when already computed (e.g.
-    across ranks).
-    Returns the number of bytes written."""
+    across ranks). train_seq_len, when given, goes into the header (the window length an
+    evaluation must use). Returns the number of bytes written."""
     if codec not in ARTIFACT_CODECS:
         raise ValueError(f"unknown artifact codec {codec!r}: expected one of {ARTIFACT_CODECS}")
     if streams not in ARTIFACT_STREAMS:
@@ -1917,6 +1958,8 @@ def save_artifact(path, state_dict: dict, *, model_config: dict, tokenizer_sha25
               "tensors": table, "num_params": int(sum(t.numel() for t in state_dict.values())),
               "sym_h0_bits": sum(symbol_entropy_bits(a) for g, a in group_arrays.items() if g.startswith("sym")),
               "sym_coded_bytes": sum(gr["length"] for gr in groups if gr["name"].startswith("sym"))}
+    if train_seq_len is not None:
+        header["train_seq_len"] = int(train_seq_len)
     try:
         header_bytes = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
     except TypeError as exc:
@@ -2445,6 +2488,7 @@ class ByteTables:
     base_bytes: np.ndarray         # int16: UTF-8 bytes of the piece without one leading "▁"
     has_leading_space: np.ndarray  # bool: piece starts with "▁" (worth 1 byte after a non-boundary)
     is_boundary: np.ndarray        # bool: control/unknown/unused id (BOS, pad, ...): 0 bytes, no space after
+    bos_id: int = -1               # the tokenizer's BOS (documents are BOS + ids); -1 when unknown
     _torch_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def torch_tables(self, device):
@@ -2478,7 +2522,7 @@ def build_byte_tables(sp, vocab_size: int | None = None) -> ByteTables:
             has_leading_space[i] = True
             piece = piece[1:]
         base_bytes[i] = len(piece.encode("utf-8"))
-    return ByteTables(base_bytes, has_leading_space, is_boundary)
+    return ByteTables(base_bytes, has_leading_space, is_boundary, int(sp.bos_id()))
 
 
 def target_bytes(prev_ids, target_ids, tables: ByteTables) -> np.ndarray:
@@ -2502,6 +2546,49 @@ def bits_per_byte(sum_nll_nats: float, sum_bytes: int) -> float:
     if sum_bytes <= 0:
         raise ValueError(f"bits_per_byte needs a positive byte count, got {sum_bytes}")
     return float(sum_nll_nats) / math.log(2.0) / float(sum_bytes)
+
+
+
+# sha256 of the first DATA_LABEL_HEAD_TOKENS tokens (uint16 little endian) of the official FineWeb
+# validation set, per tokenisation we hold a copy of, and that set's token count (published manifest)
+DATA_LABEL_HEAD_TOKENS = 256
+
+
+FINEWEB_VAL_HEADS = {"39ce439c101f47c93b9fef33fad2c33bfe7d9ff985e3eb5768694e3687cc8490": ("sp1024", 62_021_846)}
+
+
+def fineweb_val_variant(val_tokens):
+    """(variant, official token count) when the tokens open like an official FineWeb val set, else None."""
+    head = np.asarray(val_tokens[:DATA_LABEL_HEAD_TOKENS])
+    if head.size < DATA_LABEL_HEAD_TOKENS or int(head.min()) < 0 or int(head.max()) >= 1 << 16:
+        return None
+    return FINEWEB_VAL_HEADS.get(hashlib.sha256(head.astype("<u2").tobytes()).hexdigest())
+
+
+def _pydoc_first_document(val_tokens, sp) -> bool:
+    """True when the first document of the stream, decoded, is text of CPython's pydoc topics (the
+    embedded corpus); compared after NFKC and whitespace folding, as the tokenizer normalises."""
+    import unicodedata
+    try:
+        from pydoc_data.topics import topics
+    except ImportError:
+        return False
+    fold = lambda text: " ".join(unicodedata.normalize("NFKC", text).split())
+    ids = [int(t) for t in val_tokens[:4096]]
+    bos = [i for i, t in enumerate(ids) if t == sp.bos_id()] + [len(ids)]
+    doc = fold(sp.decode(ids[bos[0] + 1:bos[1]] if len(bos) > 1 else ids))[:400]
+    return len(doc) >= 40 and any(doc in fold(text) for text in topics.values())
+
+
+def data_source_label(val_tokens, sp=None) -> str:
+    """Where scores on these validation tokens come from, decided from the tokens themselves:
+    "fineweb" (the head hashes to an official val set's), "embedded_pydoc" (the first document is
+    CPython's pydoc text; needs the tokenizer `sp`), else "other"."""
+    if fineweb_val_variant(val_tokens) is not None:
+        return "fineweb"
+    if sp is not None and _pydoc_first_document(val_tokens, sp):
+        return "embedded_pydoc"
+    return "other"
 
 
 
@@ -3692,12 +3779,12 @@ def export_and_roundtrip(trainer, hp, denv, device, autocast, val, log, run_dir,
     bytes_model = os.path.getsize(artifact_path)
     bytes_total = bytes_model + len(code_bytes)
     tag = f"final_{hp.quant_scheme}_{hp.codec}_roundtrip"
-    log(f"{tag} val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} tokens:{res['tokens']} bytes:{res['bytes']} eval_time:{eval_ms:.0f}ms")
+    log(f"{tag} val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} tokens:{res['tokens']} bytes:{res['bytes']} eval_time:{eval_ms:.0f}ms data:{val['data']}")
     if hp.eval_stride > 0:
         t0 = time.perf_counter()
         res = sliding_validation(fresh, val, hp, device, autocast, denv)
         log(f"{tag}_sliding stride:{hp.eval_stride} val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} "
-            f"tokens:{res['tokens']} bytes:{res['bytes']} eval_time:{1000 * (time.perf_counter() - t0):.0f}ms")
+            f"tokens:{res['tokens']} bytes:{res['bytes']} eval_time:{1000 * (time.perf_counter() - t0):.0f}ms data:{val['data']}")
     log(f"bytes_code:{len(code_bytes)} bytes_model:{bytes_model} bytes_total:{bytes_total} limit:{ARTIFACT_LIMIT_BYTES}")
     if bytes_total > ARTIFACT_LIMIT_BYTES:
         log(f"artifact_valid:false over_limit_by:{bytes_total - ARTIFACT_LIMIT_BYTES}")
@@ -3782,6 +3869,7 @@ def main() -> int:
         raise ValueError(f"tokenizer {hp.tokenizer_path} has vocab {sp.vocab_size()} but VOCAB_SIZE={hp.vocab_size}")
     tok_sha = tokenizer_sha256(hp.tokenizer_path)
     val = load_validation(hp, build_byte_tables(sp, hp.vocab_size), log)
+    val["data"] = data_source_label(val["tokens"], sp)  # fineweb | embedded_pydoc | other, from the tokens
     model = build_model(hp, device)
     log(f"model_params:{count_params(model)} val_targets:{len(val['tokens']) - 1} val_bytes:{int(val['bytes'].sum())}")
     trainer = Trainer(hp, denv, device, autocast, model, log)
@@ -3796,7 +3884,7 @@ def main() -> int:
         should_eval = hp.val_loss_every > 0 and step > 0 and (step % hp.val_loss_every == 0 or last_step)
         if should_eval:
             res = run_validation(model, val, hp, device, autocast, denv)
-            log(f"step:{step}/{hp.iterations} val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} train_time:{train_time_ms:.0f}ms")
+            log(f"step:{step}/{hp.iterations} val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} train_time:{train_time_ms:.0f}ms data:{val['data']}")
         if last_step:
             break
         if device.type == "cuda":
@@ -3831,7 +3919,7 @@ def main() -> int:
         trainer.ema.copy_to(model)
         log(f"weights:ema decay:{hp.ema_decay}")
     res = run_validation(model, val, hp, device, autocast, denv)
-    log(f"final_float val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} tokens:{res['tokens']} bytes:{res['bytes']}")
+    log(f"final_float val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} tokens:{res['tokens']} bytes:{res['bytes']} data:{val['data']}")
     status = export_and_roundtrip(trainer, hp, denv, device, autocast, val, log, run_dir, code_bytes, tok_sha, train_time_ms)
     shutdown_distributed()
     return status

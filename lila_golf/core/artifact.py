@@ -179,12 +179,12 @@ def _artifact_version(table: list, streams: str, codec: str) -> int:
 def save_artifact(path, state_dict: dict, *, model_config: dict, tokenizer_sha256: str,
                   scheme: str = "int8", codec: str = "zlib", hessians: dict | None = None,
                   plan=None, device=None, row_weights: dict | None = None, streams: str = "bits",
-                  entries: dict | None = None) -> int:
+                  entries: dict | None = None, train_seq_len: int | None = None) -> int:
     """Quantise `state_dict` (see quantize_state), code it with `codec` (zlib, lzma, zstd, brotli,
     rans, best) and write the artifact to `path` atomically. streams "role": symbol groups per
     bit width and tensor role. `entries`: quantize_state's result when already computed (e.g.
-    across ranks).
-    Returns the number of bytes written."""
+    across ranks). train_seq_len, when given, goes into the header (the window length an
+    evaluation must use). Returns the number of bytes written."""
     if codec not in ARTIFACT_CODECS:
         raise ValueError(f"unknown artifact codec {codec!r}: expected one of {ARTIFACT_CODECS}")
     if streams not in ARTIFACT_STREAMS:
@@ -211,6 +211,8 @@ def save_artifact(path, state_dict: dict, *, model_config: dict, tokenizer_sha25
               "tensors": table, "num_params": int(sum(t.numel() for t in state_dict.values())),
               "sym_h0_bits": sum(symbol_entropy_bits(a) for g, a in group_arrays.items() if g.startswith("sym")),
               "sym_coded_bytes": sum(gr["length"] for gr in groups if gr["name"].startswith("sym"))}
+    if train_seq_len is not None:
+        header["train_seq_len"] = int(train_seq_len)
     try:
         header_bytes = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
     except TypeError as exc:

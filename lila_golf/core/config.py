@@ -144,7 +144,22 @@ class Hyperparameters:
     quant_scheme: str = "int8"
     gptq_calib_batches: int = 4  # training micro-batches whose layer inputs give the GPTQ Hessians
     codec: str = "zlib"
-    eval_stride: int = 0  # 0 = plain evaluation for the final score; else sliding windows
+    eval_stride: int = 0  # 0 = no sliding phase in the final evaluation; else its stride (core/final_eval.py)
+    ttt_mode: str = "off"  # off | doc (per-document score-first LoRA TTT) | phased (+ global SGD phases)
+    ttt_chunk: int = 64  # tokens per TTT chunk: scored, then one Adam step of that document's adapters
+    ttt_lr: float = 3e-3  # Adam lr of the per-document adapters
+    ttt_rank: int = 8  # LoRA rank
+    ttt_targets: str = "attn.c_q,attn.c_v,mlp.fc,mlp.proj"  # Linear layers adapted (name suffixes)
+    ttt_batch_docs: int = 16  # documents run side by side, each with its own adapters
+    ttt_phases: int = 3  # TTT_MODE=phased: SGD passes, after documents k * TTT_PHASE_DOCS / TTT_PHASES
+    ttt_phase_docs: int = 2000  # documents (in stream order) the phases cover; the rest use the last base
+    ttt_phase_lr: float = 1e-3  # SGD lr of the phases (base weights)
+    ttt_phase_batch: int = 16  # windows of TRAIN_SEQ_LEN per phase SGD step
+    ngram_order: int = 0  # 0 = no n-gram phase; else the max order of the per-token online n-gram
+    ngram_discount: float = 0.75  # absolute discount of the backoff (core/ngram.py formula)
+    ngram_beta: float = 0.0  # extra escape mass per distinct continuation (0 = absolute discounting)
+    ngram_mix_lr: float = 0.1  # Adam lr of the learned mixing weight (core/ngrammix.py)
+    ngram_mix_chunk: int = 256  # first mixer chunks (targets); later ones grow to 65,536
     save_float_weights: bool = False  # also keep the final float weights (final_weights.lgck) for analysis
     # --- hardware ---
     compile: bool = False  # torch.compile(fullgraph=True) of the model (inductor; CPU too)
@@ -172,9 +187,35 @@ class Hyperparameters:
                 raise ValueError(f"{name.upper()}={getattr(self, name)!r} switches on {feature}, which this record "
                                  f"file leaves out: run the complete train_gpt.py (`python -m lila_golf bundle`)")
         GPTConfig.from_hparams(self)  # the architecture checks itself
+        validate_eval(self)
 
     def as_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
+
+
+TTT_MODES = ("off", "doc", "phased")
+
+
+def validate_eval(hp) -> None:
+    """Checks of the final evaluation's fields, each naming its variable."""
+    if hp.eval_stride < 0 or hp.eval_stride > hp.train_seq_len:
+        raise ValueError(f"EVAL_STRIDE={hp.eval_stride} must be 0 (off) or in 1..TRAIN_SEQ_LEN={hp.train_seq_len}")
+    if hp.ttt_mode not in TTT_MODES:
+        raise ValueError(f"TTT_MODE={hp.ttt_mode!r} is not one of {TTT_MODES}")
+    if not 1 <= hp.ttt_chunk <= hp.train_seq_len:
+        raise ValueError(f"TTT_CHUNK={hp.ttt_chunk} must be in 1..TRAIN_SEQ_LEN={hp.train_seq_len}")
+    for name in ("ttt_rank", "ttt_batch_docs", "ttt_phase_batch", "ngram_mix_chunk"):
+        if getattr(hp, name) < 1:
+            raise ValueError(f"{name.upper()}={getattr(hp, name)} must be >= 1")
+    for name in ("ttt_lr", "ttt_phase_lr", "ngram_mix_lr", "ngram_beta"):
+        if getattr(hp, name) < 0:
+            raise ValueError(f"{name.upper()}={getattr(hp, name)} must be >= 0")
+    if hp.ttt_mode == "phased" and (hp.ttt_phases < 1 or hp.ttt_phase_docs < hp.ttt_phases):
+        raise ValueError(f"TTT_MODE=phased needs TTT_PHASES >= 1 and TTT_PHASE_DOCS >= TTT_PHASES "
+                         f"(got {hp.ttt_phases}, {hp.ttt_phase_docs})")
+    if hp.ngram_order < 0 or not 0 <= hp.ngram_discount <= 1 or (hp.ngram_order and hp.ngram_discount + hp.ngram_beta <= 0):
+        raise ValueError(f"NGRAM_ORDER={hp.ngram_order} must be >= 0, NGRAM_DISCOUNT={hp.ngram_discount} in [0, 1] "
+                         f"and NGRAM_DISCOUNT + NGRAM_BETA > 0")
 
 
 def validate_model(cfg) -> None:

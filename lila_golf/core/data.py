@@ -211,6 +211,7 @@ class ByteTables:
     base_bytes: np.ndarray         # int16: UTF-8 bytes of the piece without one leading "▁"
     has_leading_space: np.ndarray  # bool: piece starts with "▁" (worth 1 byte after a non-boundary)
     is_boundary: np.ndarray        # bool: control/unknown/unused id (BOS, pad, ...): 0 bytes, no space after
+    bos_id: int = -1               # the tokenizer's BOS (documents are BOS + ids); -1 when unknown
     _torch_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def torch_tables(self, device):
@@ -244,7 +245,7 @@ def build_byte_tables(sp, vocab_size: int | None = None) -> ByteTables:
             has_leading_space[i] = True
             piece = piece[1:]
         base_bytes[i] = len(piece.encode("utf-8"))
-    return ByteTables(base_bytes, has_leading_space, is_boundary)
+    return ByteTables(base_bytes, has_leading_space, is_boundary, int(sp.bos_id()))
 
 
 def target_bytes(prev_ids, target_ids, tables: ByteTables) -> np.ndarray:

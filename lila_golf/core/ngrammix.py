@@ -37,6 +37,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .ngram import BackoffNgram
+from .scoring import _scoring_tokens
+
 
 @dataclass
 class NgramArrays:
@@ -190,9 +193,10 @@ def _mix_logp(z, model_logp, ngram_logp):
     return np.logaddexp(log_1a + model_logp, log_a + ngram_logp), log_a, log_1a
 
 
-def learned_mixture(model_logp, model_entropy, ng: NgramArrays, cfg: MixerConfig):
+def learned_mixture(model_logp, model_entropy, ng: NgramArrays, cfg: MixerConfig, weights_out=None):
     """Mixed log-probabilities of every target (module docstring): each mixer chunk is scored with the
-    weights learned from earlier chunks only. Returns (logp float64 (n,), mean mixing weight a)."""
+    weights learned from earlier chunks only. Returns (logp float64 (n,), mean mixing weight a);
+    weights_out: optional float64 (n,) array that receives every a_t."""
     model_logp = np.asarray(model_logp, dtype=np.float64)
     n = len(model_logp)
     if not (len(model_entropy) == len(ng.logp) == n):
@@ -208,6 +212,8 @@ def learned_mixture(model_logp, model_entropy, ng: NgramArrays, cfg: MixerConfig
         mixed, log_a, log_1a = _mix_logp(f @ w, lp_model, lp_ngram)
         out[i0:i1] = mixed  # the chunk's scores are fixed: only now may it move the weights
         a_sum += float(np.exp(log_a).sum())
+        if weights_out is not None:
+            weights_out[i0:i1] = np.exp(log_a)
         # d(-log mix)/dz = -a (1 - a) (p_ngram - p_model) / mix
         grad_z = np.exp(log_a + log_1a + lp_model - mixed) - np.exp(log_a + log_1a + lp_ngram - mixed)
         _mixer_adam(w, f.T @ grad_z / (i1 - i0), adam, cfg.lr, step)
@@ -221,3 +227,49 @@ def _mixer_adam(w, grad, state, lr: float, step: int, b1: float = 0.9, b2: float
     v *= b2
     v += (1 - b2) * grad * grad
     w -= lr * (m / (1 - b1 ** step)) / (np.sqrt(v / (1 - b2 ** step)) + 1e-8)
+
+
+class NgramMixScorer:
+    """The learned mixture as a streaming scorer (lila_golf/core/scoring.py protocol), for the audit
+    and for `eval --scorer model+ngram`: the model part is any scorer with score_chunk_with_entropy
+    (ModelScorer, TTTScorer, DocTTTScorer). Each call recomputes the n-gram and the mixer over the
+    whole prefix (their values at a target do not depend on anything after it), so a pass costs
+    O(N^2 / chunk): for audits and the val head; the final evaluation computes them once
+    (core/final_eval.py). The distributions at probe positions use BackoffNgram (ngram.py) counted
+    on the prefix: an independent path to the same n-gram."""
+
+    def __init__(self, model_scorer, max_order: int = 8, discount: float = 0.75, beta: float = 0.0,
+                 mixer: MixerConfig | None = None):
+        self.model, self.vocab_size = model_scorer, model_scorer.vocab_size
+        self.max_order, self.discount, self.beta = max_order, discount, beta
+        self.mixer = mixer or MixerConfig(max_order=max_order)
+        if self.mixer.max_order != max_order:
+            raise ValueError(f"NgramMixScorer: mixer max_order {self.mixer.max_order} != n-gram max_order {max_order}")
+        self.tokens = None
+
+    def begin(self, first_token: int) -> None:
+        self.model.begin(first_token)
+        self.tokens = _scoring_tokens([first_token], self.vocab_size, "NgramMixScorer.begin")
+        self.model_logp, self.model_entropy = np.empty(0), np.empty(0)
+
+    def score_chunk(self, chunk, probe=()):
+        """(logp, dists) of the mixture for the chunk; nothing here looks past the chunk's targets."""
+        if self.tokens is None:
+            raise RuntimeError("NgramMixScorer.score_chunk called before begin(first_token)")
+        chunk = _scoring_tokens(chunk, self.vocab_size, "NgramMixScorer.score_chunk")
+        probe = np.asarray(probe, dtype=np.int64).reshape(-1)
+        lp_model, d_model, entropy = self.model.score_chunk_with_entropy(chunk, probe)
+        a = len(self.tokens)
+        self.tokens = np.concatenate([self.tokens, chunk])
+        self.model_logp = np.concatenate([self.model_logp, lp_model])
+        self.model_entropy = np.concatenate([self.model_entropy, entropy])
+        ng = online_ngram(self.tokens, self.vocab_size, self.max_order, self.discount, self.beta)
+        weights = np.empty(len(self.model_logp))
+        mixed, _ = learned_mixture(self.model_logp, self.model_entropy, ng, self.mixer, weights)
+        dists = np.empty((len(probe), self.vocab_size))
+        for i, t in enumerate(a + probe):
+            lm = BackoffNgram(self.vocab_size, self.max_order, self.discount, self.beta)
+            lm.update(self.tokens[:t], 1)  # every target before t
+            w = weights[t - 1]
+            dists[i] = (1.0 - w) * d_model[i] + w * lm.distributions(self.tokens[:t + 1], [t])[0]
+        return mixed[a - 1:], dists

@@ -384,7 +384,7 @@ class DocTTT:
         x = torch.zeros(len(docs), width, dtype=torch.long, device=self.device)  # right padding: causal
         for r, (start, s, _, j1) in enumerate(wins):
             x[r, :j1 - 1 - s] = tokens[start + s:start + j1 - 1]
-        train = [c + 1 < -(-n // self.chunk) for _, n, c in docs]
+        train = [self.lr > 0 and c + 1 < -(-n // self.chunk) for _, n, c in docs]
         idx = torch.as_tensor(rows, device=self.device)
         params = [p[idx].requires_grad_(any(train)) for p in A + B]
         self.current = list(zip(params[:len(A)], params[len(A):]))

@@ -37,13 +37,19 @@ from ..core.artifact import read_artifact_header
 from .audit import register_scorer
 from ..core.data import bits_per_byte, build_byte_tables, load_tokenizer, load_val_tokens, shard_file, target_bytes
 from .generate import load_model, resolve_seq_len, resolve_tokenizer
-from ..core.scoring import MixtureScorer, ModelScorer, NgramScorer, run_scorer
-from ..core.ttt import DEFAULT_LORA_TARGETS, TTTScorer
+from ..core.ngrammix import MixerConfig, NgramMixScorer
+from ..core.scoring import ModelScorer, NgramScorer, run_scorer
+from ..core.ttt import DEFAULT_LORA_TARGETS, DocTTTScorer, TTTScorer
 
-EVAL_SCORERS = ("model", "model+ngram", "model+ttt", "model+ngram+ttt", "ngram")
+EVAL_SCORERS = ("model", "model+ngram", "model+ttt", "model+ngram+ttt", "model+doc_ttt", "model+ngram+doc_ttt",
+                "model+phased_ttt", "model+ngram+phased_ttt", "ngram")
 DEFAULT_STRIDE = 64
 # defaults of the TTT flags (also used by the audit, whose parser has no --ttt-* flags)
 TTT_DEFAULTS = dict(ttt_lr=1e-3, ttt_rank=8, ttt_epochs=2, ttt_chunk=4096, ttt_targets=",".join(DEFAULT_LORA_TARGETS))
+# the per-document and phased TTT and the n-gram mixer take the final evaluation's settings
+# (core/config.py defaults; the phases of the streaming scorer end after these document counts)
+DOC_TTT_DEFAULTS = dict(chunk=64, lora_rank=8, lr=3e-3, phase_lr=1e-3, phase_batch=16)
+PHASE_ENDS_DEFAULT = (20, 40, 60)
 
 
 class EvalError(ValueError):
@@ -56,6 +62,9 @@ class EvalInputs:
     tokenizer: Path
     seq_len: int
     data_pattern: str | None  # shard glob, None when neither --data-path nor the run config gives one
+    seq_len_source: str = "flag"  # where seq_len came from: flag, artifact header or run config
+    config: dict | None = None  # the run's config.json ({} when absent)
+    header: dict | None = None  # the artifact header
 
 
 def _eval_run_config(folder: Path) -> dict:
@@ -105,8 +114,22 @@ def resolve_eval_inputs(target, data_path=None, tokenizer=None, seq_len=None) ->
     config = _eval_run_config(folder)
     header = read_artifact_header(artifact)  # a foreign file fails here, before anything is decoded
     tokenizer_path = resolve_tokenizer(artifact, header, tokenizer)
-    return EvalInputs(artifact, tokenizer_path, resolve_seq_len(artifact, header, seq_len),
-                      _eval_data_pattern(data_path, config.get("data_path"), folder))
+    seq_len, source = eval_seq_len(artifact, header, config, seq_len)
+    return EvalInputs(artifact, tokenizer_path, seq_len, _eval_data_pattern(data_path, config.get("data_path"), folder),
+                      source, config, header)
+
+
+def eval_seq_len(artifact: Path, header: dict, config: dict, given: int | None) -> tuple[int, str]:
+    """(seq_len, where it came from): --seq-len, else the artifact header's train_seq_len, else the run
+    config's; no default: the windows a model was trained on are not guessed."""
+    for value, source in ((given, "flag"), (header.get("train_seq_len"), "artifact header"),
+                          (config.get("train_seq_len"), "run config")):
+        if value is not None:
+            if not isinstance(value, int) or value < 1:
+                raise EvalError(f"{artifact}: seq_len from the {source} must be an integer >= 1, got {value!r}")
+            return value, source
+    raise EvalError(f"{artifact}: the artifact header has no train_seq_len and there is no run config.json "
+                    f"beside it; pass --seq-len (the TRAIN_SEQ_LEN of the run)")
 
 
 def _eval_ttt_options(args) -> dict:
@@ -118,8 +141,11 @@ def _eval_ttt_options(args) -> dict:
 
 
 def build_scorer_factory(name: str, model, *, seq_len: int, stride: int, vocab_size: int, device="cpu",
-                         ngram_order: int = 10, ttt: dict | None = None, autocast=None, batch_size: int = 32):
-    """Zero-argument factory making a fresh scorer `name` (one of EVAL_SCORERS) over `model`."""
+                         ngram_order: int = 10, ttt: dict | None = None, autocast=None, batch_size: int = 32,
+                         bos_id: int = 1):
+    """Zero-argument factory making a fresh scorer `name` (one of EVAL_SCORERS) over `model`.
+    model+ngram* use the learned mixture (core/ngrammix.py, n-gram order `ngram_order`); *doc_ttt and
+    *phased_ttt the per-document TTT (documents start at `bos_id`)."""
     if name not in EVAL_SCORERS:
         raise EvalError(f"unknown scorer {name!r}: use one of {', '.join(EVAL_SCORERS)}")
     ttt = {**TTT_DEFAULTS, **(ttt or {})}
@@ -135,6 +161,10 @@ def build_scorer_factory(name: str, model, *, seq_len: int, stride: int, vocab_s
     def make_model_part():
         if "ttt" not in name:
             return ModelScorer(logits_fn, seq_len, stride, vocab_size, device, batch_size)
+        if "doc_ttt" in name or "phased_ttt" in name:
+            phases = PHASE_ENDS_DEFAULT if "phased" in name else ()
+            return DocTTTScorer(model, seq_len, bos_id, vocab_size, phase_ends=phases, autocast=autocast,
+                                **{**DOC_TTT_DEFAULTS, "chunk": min(DOC_TTT_DEFAULTS["chunk"], seq_len)})
         return TTTScorer(model, seq_len, stride, vocab_size, device=device, lora_rank=ttt["ttt_rank"],
                          lr=ttt["ttt_lr"], epochs=ttt["ttt_epochs"], chunk_tokens=ttt["ttt_chunk"],
                          targets=targets, batch_size=batch_size, autocast=autocast)
@@ -143,7 +173,7 @@ def build_scorer_factory(name: str, model, *, seq_len: int, stride: int, vocab_s
         if name == "ngram":
             return NgramScorer(vocab_size, max_order=ngram_order)
         if "ngram" in name:
-            return MixtureScorer(make_model_part(), NgramScorer(vocab_size, max_order=ngram_order))
+            return NgramMixScorer(make_model_part(), ngram_order, mixer=MixerConfig(max_order=ngram_order))
         return make_model_part()
 
     if name != "ngram":  # bad stride or TTT flags fail now with a clear message, not mid-evaluation
@@ -161,7 +191,7 @@ def _eval_audit_builder(name: str):
         stride = getattr(args, "stride", None) or min(DEFAULT_STRIDE, inputs.seq_len)
         return build_scorer_factory(name, model, seq_len=inputs.seq_len, stride=stride,
                                     vocab_size=model.cfg.vocab_size, ngram_order=getattr(args, "ngram_order", 10),
-                                    ttt=_eval_ttt_options(args))
+                                    ttt=_eval_ttt_options(args), bos_id=load_tokenizer(inputs.tokenizer).bos_id())
     return build
 
 
@@ -213,6 +243,8 @@ def _eval_check_flags(args) -> None:
 def _eval_setup(args):
     """Everything the pass needs: (factory, tokens, byte tables, chunk_size, config lines to print)."""
     _eval_check_flags(args)
+    if args.target is None:
+        raise EvalError("pass an artifact file or run folder")
     inputs = resolve_eval_inputs(args.target, args.data_path, args.tokenizer, args.seq_len)
     if inputs.data_pattern is None:
         raise EvalError(f"{args.target}: no data_path in a run config; pass --data-path")
@@ -231,10 +263,12 @@ def _eval_setup(args):
     tables = build_byte_tables(load_tokenizer(inputs.tokenizer), vocab_size)
     factory = build_scorer_factory(args.scorer, model.to(device), seq_len=seq_len, stride=stride,
                                    vocab_size=vocab_size, device=device, ngram_order=args.ngram_order,
-                                   ttt=_eval_ttt_options(args), autocast=autocast, batch_size=args.batch_size)
+                                   ttt=_eval_ttt_options(args), autocast=autocast, batch_size=args.batch_size,
+                                   bos_id=tables.bos_id)
     chunk_size = max(1, args.chunk_size // seq_len) * seq_len  # whole windows: stride = seq_len is plain
     line = (f"eval_config artifact:{inputs.artifact} scorer:{args.scorer} data:{inputs.data_pattern} "
-            f"seq_len:{seq_len} stride:{stride} chunk_size:{chunk_size} device:{device}")
+            f"seq_len:{seq_len} seq_len_from:{inputs.seq_len_source.replace(' ', '_')} stride:{stride} "
+            f"chunk_size:{chunk_size} device:{device}")
     if "ngram" in args.scorer:
         line += f" ngram_order:{args.ngram_order}"
     if "ttt" in args.scorer:
@@ -246,7 +280,11 @@ def _eval_setup(args):
 
 
 def run_eval(args) -> int:
-    """Entry point of `python -m lila_golf eval`: prints the config, then val_loss/val_bpb/tokens/bytes."""
+    """Entry point of `python -m lila_golf eval`: prints the config, then val_loss/val_bpb/tokens/bytes;
+    with --final the final evaluation's phases, with --plan their projected time (tools/evalfinal.py)."""
+    if args.final or args.plan:
+        from .evalfinal import run_final, run_plan
+        return (run_plan if args.plan else run_final)(args, resolve_eval_inputs)
     try:
         factory, tokens, tables, chunk_size, line = _eval_setup(args)
     except (ValueError, OSError) as exc:  # ArtifactError, ShardError, TokenizerError, GenerateError, EvalError
@@ -269,7 +307,8 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     """Register `eval` on the package CLI."""
     p = subparsers.add_parser("eval", help="evaluate an artifact (or run folder) on val shards with any scorer",
                               description=__doc__.split("\n\n")[0])
-    p.add_argument("target", metavar="ARTIFACT_OR_RUN", help="a .lgz artifact or a run folder with config.json")
+    p.add_argument("target", metavar="ARTIFACT_OR_RUN", nargs="?", default=None,
+                   help="a .lgz artifact or a run folder with config.json (--plan may use --preset instead)")
     _eval_flag(p, "data-path", default=None, help="val shards: folder (its fineweb_val_*.bin), file or glob")
     _eval_flag(p, "tokenizer", default=None, help="SentencePiece model (default: the run's tokenizer_path)")
     _eval_flag(p, "scorer", default="model", choices=EVAL_SCORERS)
@@ -287,6 +326,17 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     _eval_flag(p, "ttt-targets", default=TTT_DEFAULTS["ttt_targets"], help="comma-separated Linear names to adapt")
     _eval_flag(p, "device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     _eval_flag(p, "quiet", action="store_true", help="no progress lines on stderr")
+    _eval_flag(p, "final", action="store_true", help="run train_gpt.py's final evaluation (phases by --set; torchrun-ready)")
+    _eval_flag(p, "set", action="append", metavar="KEY=VALUE",
+               help="--final/--plan: a config field, e.g. EVAL_STRIDE=64, TTT_MODE=doc, NGRAM_ORDER=8 (repeatable)")
+    _eval_flag(p, "plan", action="store_true", help="print the projected 8xH100 time of each final-eval phase")
+    _eval_flag(p, "preset", default=None, help="--plan without an artifact: the model of this preset")
+    _eval_flag(p, "world-size", type=int, default=8, help="--plan: GPUs (and n-gram ranks)")
+    _eval_flag(p, "val-tokens", type=int, default=62_021_846, help="--plan: val tokens (default: the official set)")
+    _eval_flag(p, "h100-flops", type=float, default=989e12, help="--plan: H100 dense BF16 peak FLOP/s")
+    _eval_flag(p, "utilisation", type=float, default=0.4, help="--plan: fraction of peak for plain/sliding")
+    _eval_flag(p, "ttt-utilisation", type=float, default=0.15, help="--plan: fraction of peak for TTT (small steps)")
+    _eval_flag(p, "sample-tokens", type=int, default=1_000_000, help="--plan: val tokens the n-gram rate is measured on")
     p.set_defaults(func=run_eval)
     return p
 
