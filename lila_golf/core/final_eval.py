@@ -30,28 +30,20 @@ import time
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
+from .collectives import all_reduce_, rank_and_world
 from .data import bits_per_byte, target_bytes
 from .ngrammix import MixerConfig, NgramArrays, learned_mixture, online_ngram
 from .scoring import _scoring_run_plan, sliding_plan
 from .ttt import DocTTT, document_spans, ttt_balanced_docs
 
 
-def _fe_rank_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def sum_over_ranks(array: np.ndarray, device) -> np.ndarray:
     """Element-wise sum over ranks (float64, through a tensor on `device`: NCCL needs CUDA tensors).
     Ranks fill disjoint entries and leave zeros elsewhere, so the sum is exact."""
-    if _fe_rank_world()[1] == 1:
+    if rank_and_world()[1] == 1:
         return array
-    t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64)).to(device)
-    dist.all_reduce(t)
-    return t.cpu().numpy()
+    return all_reduce_(torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64))).numpy()
 
 
 def phase_result(name: str, logp: np.ndarray, n_bytes: int, seconds: float, **extra) -> dict:
@@ -65,7 +57,7 @@ def phase_result(name: str, logp: np.ndarray, n_bytes: int, seconds: float, **ex
 def window_phase(model, tokens: torch.Tensor, seq_len: int, stride: int, batch_seqs: int, autocast, progress=None):
     """Plain (stride = seq_len) or sliding windows: (logp float64, entropy float64) of every target,
     index t - 1; this rank scores a contiguous block of the window plan."""
-    rank, world = _fe_rank_world()
+    rank, world = rank_and_world()
     n = int(tokens.numel())
     plan = sliding_plan(1, n, seq_len, stride)
     mine = plan[len(plan) * rank // world:len(plan) * (rank + 1) // world]
@@ -99,7 +91,7 @@ def ttt_phase(model, tokens: torch.Tensor, hp, bos_id: int, autocast, progress=N
     """Per-document TTT (TTT_MODE=doc) or phased (TTT_MODE=phased): (logp, entropy) of every target."""
     if bos_id < 0:
         raise ValueError(f"TTT_MODE={hp.ttt_mode} needs the tokenizer's BOS id to find the documents (byte_tables.bos_id)")
-    rank, world = _fe_rank_world()
+    rank, world = rank_and_world()
     n = int(tokens.numel())
     spans = document_spans(tokens.cpu().numpy(), bos_id)
     engine = DocTTT(model, hp.train_seq_len, chunk=hp.ttt_chunk, lora_rank=hp.ttt_rank, lr=hp.ttt_lr,
@@ -120,7 +112,7 @@ def ttt_phase(model, tokens: torch.Tensor, hp, bos_id: int, autocast, progress=N
 def ngram_vocab_part(tokens: np.ndarray, vocab_size: int) -> np.ndarray:
     """This rank's part of the vocabulary for the n-gram (bool (V,)): the previous tokens of its
     targets. Tokens go, most frequent first, to the rank with the fewest targets so far."""
-    rank, world = _fe_rank_world()
+    rank, world = rank_and_world()
     counts = np.bincount(tokens[:-1], minlength=vocab_size)
     load, own = np.zeros(world), np.zeros(vocab_size, dtype=bool)
     for tok in np.argsort(-counts, kind="stable"):

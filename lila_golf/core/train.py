@@ -33,7 +33,7 @@ from .checkpoint import flatten_optimizer_state, parse_checkpoint, save_checkpoi
 from .collectives import all_reduce_, barrier, broadcast_bytes, init_distributed, shutdown_distributed
 from .export import calibration_batches, estimate_gptq_ms, quantize_state_across_ranks, share_artifact, uses_gptq
 from .evaluate import eval_val_plain
-from .scoring import eval_sliding
+from .final_eval import final_evaluation
 from .quant import collect_hessians
 
 
@@ -247,21 +247,6 @@ def run_validation(model, val, hp, device, autocast, denv):
                           rank=denv.rank, world_size=denv.world_size, autocast=autocast)
 
 
-def sliding_validation(model, val, hp, device, autocast, denv):
-    """Every target scored once in the window that gives it the most context (stride EVAL_STRIDE)."""
-    model.eval()
-
-    @torch.no_grad()
-    def logits_fn(x):
-        with autocast() if autocast else contextlib.nullcontext():
-            return model(x).float()
-
-    tokens = torch.from_numpy(val["tokens"]).to(device)
-    return eval_sliding(logits_fn, tokens, hp.train_seq_len, hp.eval_stride, val["tables"],
-                        rank=denv.rank, world_size=denv.world_size,
-                        batch_size=max(1, hp.val_batch_tokens // hp.train_seq_len))
-
-
 def load_validation(hp, sp_tables, log) -> dict:
     tokens = load_val_tokens(shard_file(hp.data_path, "val"), hp.vocab_size)
     if hp.val_max_tokens and hp.val_max_tokens + 1 < len(tokens):
@@ -323,6 +308,7 @@ def export_and_roundtrip(trainer, hp, denv, device, autocast, val, log, run_dir,
     entries, gptq_ms = calibrate_and_quantize(trainer.model, hp, device, log)
     time_valid = log_time_budget(log, hp, train_time_ms, gptq_ms)
     write_artifact(artifact_path, entries, trainer.model, hp, denv, tok_sha, log)
+    t_decode = time.perf_counter()  # the eval clock starts at the artifact's decode
     state, header = load_artifact(artifact_path, tokenizer_sha256=tok_sha)
     fresh = GPT(GPTConfig(**header["model_config"])).to(device)
     fresh.load_state_dict(state)
@@ -333,11 +319,9 @@ def export_and_roundtrip(trainer, hp, denv, device, autocast, val, log, run_dir,
     bytes_total = bytes_model + len(code_bytes)
     tag = f"final_{hp.quant_scheme}_{hp.codec}_roundtrip"
     log(f"{tag} val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} tokens:{res['tokens']} bytes:{res['bytes']} eval_time:{eval_ms:.0f}ms data:{val['data']}")
-    if hp.eval_stride > 0:
-        t0 = time.perf_counter()
-        res = sliding_validation(fresh, val, hp, device, autocast, denv)
-        log(f"{tag}_sliding stride:{hp.eval_stride} val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} "
-            f"tokens:{res['tokens']} bytes:{res['bytes']} eval_time:{1000 * (time.perf_counter() - t0):.0f}ms data:{val['data']}")
+    # the submitted score: every configured phase (sliding, TTT, n-gram), each logged with its time
+    final_evaluation(fresh, val["tokens"], val["tables"], hp, device, autocast,
+                     lambda line: log(f"{line} data:{val['data']}"), start_time=t_decode)
     log(f"bytes_code:{len(code_bytes)} bytes_model:{bytes_model} bytes_total:{bytes_total} limit:{ARTIFACT_LIMIT_BYTES}")
     if bytes_total > ARTIFACT_LIMIT_BYTES:
         log(f"artifact_valid:false over_limit_by:{bytes_total - ARTIFACT_LIMIT_BYTES}")

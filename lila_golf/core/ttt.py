@@ -450,8 +450,7 @@ class DocTTT:
                         if s is not None:
                             g += s
             flat = torch.cat([g.reshape(-1) for g in grads])
-            if world > 1:
-                dist.all_reduce(flat)
+            all_reduce_(flat)
             n_targets = sum(i1 - i0 for i0, i1 in batch)
             with torch.no_grad():
                 for p, g in zip(params, flat.split([p.numel() for p in params])):
