@@ -829,11 +829,15 @@ def compress(data: bytes, codec: str) -> bytes:
     raise CodecError(f"unknown codec {codec!r}: expected one of {CODEC_NAMES}")
 
 
-def decompress(data: bytes, codec: str) -> bytes:
-    """Inverse of compress; corrupt or truncated input raises CodecError naming the codec."""
+def decompress(data: bytes, codec: str, max_bytes: int | None = None) -> bytes:
+    """Inverse of compress; corrupt or truncated input raises CodecError naming the codec.
+    max_bytes: stop and raise as soon as the output would pass it (a small input can expand to
+    gigabytes), so at most about max_bytes are ever held; None = no bound."""
     if codec not in CODEC_NAMES:
         raise CodecError(f"unknown codec {codec!r}: expected one of {CODEC_NAMES}")
     try:
+        if max_bytes is not None:
+            return _decompress_bounded(data, codec, max_bytes)
         if codec == "zlib":
             return zlib.decompress(data)
         if codec == "lzma":
@@ -852,6 +856,45 @@ def decompress(data: bytes, codec: str) -> bytes:
         raise
     except Exception as exc:  # each library has its own error type; report them uniformly
         raise CodecError(f"corrupt or truncated {codec} data ({len(data)} bytes): {exc}") from exc
+
+
+def _codec_too_large(codec: str, n_in: int, max_bytes: int) -> CodecError:
+    return CodecError(f"{codec} data ({n_in} bytes) expands past {max_bytes} bytes, the size it was declared "
+                      f"with: refused before decoding further")
+
+
+def _decompress_bounded(data: bytes, codec: str, max_bytes: int) -> bytes:
+    """decompress() that never produces more than max_bytes + one buffer of output."""
+    if codec in ("zlib", "lzma"):
+        dec = zlib.decompressobj() if codec == "zlib" else lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+        out = dec.decompress(data, max_bytes + 1)
+        if len(out) > max_bytes:
+            raise _codec_too_large(codec, len(data), max_bytes)
+        if not dec.eof or (dec.unconsumed_tail if codec == "zlib" else b"") or dec.unused_data:
+            raise CodecError(f"corrupt or truncated {codec} data ({len(data)} bytes): stream incomplete or trailing bytes")
+        return out
+    if codec == "zstd":
+        import io
+        import zstandard
+        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=False) as reader:
+            out = reader.read(max_bytes + 1)
+        if len(out) > max_bytes:
+            raise _codec_too_large(codec, len(data), max_bytes)
+        return decompress(data, codec)  # within the bound: the checked whole-frame decode
+    import brotli
+    dec, out = brotli.Decompressor(), []
+    chunk, total = dec.process(data, output_buffer_limit=max_bytes + 1), 0
+    while True:  # the limit caps each call's buffer; keep draining with empty input
+        total += len(chunk)
+        out.append(chunk)
+        if total > max_bytes:
+            raise _codec_too_large(codec, len(data), max_bytes)
+        if dec.is_finished() or dec.can_accept_more_data():
+            break
+        chunk = dec.process(b"", output_buffer_limit=max_bytes + 1 - total)
+    if not dec.is_finished():
+        raise CodecError(f"corrupt or truncated brotli data ({len(data)} bytes): stream incomplete")
+    return b"".join(out)
 
 
 # rANS model: frequency tables and the assignment of rows to them
@@ -1091,21 +1134,26 @@ class _RansReader:
         return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
 
 
-def rans_decode(blob: bytes) -> list[np.ndarray]:
-    """Inverse of rans_encode: list of int64 arrays of shape (rows, cols)."""
+def rans_decode(blob: bytes, max_symbols: int | None = None) -> list[np.ndarray]:
+    """Inverse of rans_encode: list of int64 arrays of shape (rows, cols). max_symbols: refuse a
+    stream declaring more symbols (or row and column ids for more) before allocating anything."""
     rd = _RansReader(blob)
     if rd.take(4) != _RANS_MAGIC:
         raise CodecError("not a rANS stream (bad magic)")
     version, scale_bits, K, lanes, sym_min, alphabet, n_arrays = rd.unpack("<BBHIiHI")
     if version != _RANS_VERSION or not 1 <= scale_bits <= 16 or lanes < 1 or K < 1:
         raise CodecError(f"unsupported or corrupt rANS header (version {version})")
+    if K > RANS_MAX_TABLES or lanes > RANS_MAX_LANES or alphabet > (1 << scale_bits) // 2:
+        raise CodecError(f"corrupt rANS header: {K} tables, {lanes} lanes, alphabet {alphabet} exceed the coder's caps")
     shapes = [rd.unpack("<II") for _ in range(n_arrays)]
     n_rows, n_cols = sum(r for r, _ in shapes), sum(c for _, c in shapes)
-    try:
-        side = zlib.decompress(rd.take(rd.unpack("<I")[0]))
-    except zlib.error as exc:
-        raise CodecError(f"corrupt rANS side data: {exc}") from exc
-    if len(side) != n_rows + n_cols + 2 * K * alphabet:
+    n = sum(r * c for r, c in shapes)
+    if max_symbols is not None and (n > max_symbols or n_rows + n_cols > max_symbols + n_arrays):
+        raise CodecError(f"rANS stream declares {n} symbols in {n_arrays} arrays, more than the {max_symbols} "
+                         f"it may hold: refused before decoding")
+    side_len = n_rows + n_cols + 2 * K * alphabet
+    side = decompress(rd.take(rd.unpack("<I")[0]), "zlib", max_bytes=side_len)
+    if len(side) != side_len:
         raise CodecError("corrupt rANS stream: side data has the wrong length")
     ids = np.frombuffer(side[:n_rows + n_cols], np.uint8).astype(np.int64)
     row_ids = np.split(ids[:n_rows], np.cumsum([r for r, _ in shapes])[:-1])
@@ -1115,7 +1163,6 @@ def rans_decode(blob: bytes) -> list[np.ndarray]:
     states = np.frombuffer(rd.take(4 * lanes), "<u4")
     if np.any(ids[:n_rows] >= K) or np.any(freqs.sum(1) != 1 << scale_bits):
         raise CodecError("corrupt rANS stream: tables or row ids inconsistent")
-    n = sum(r * c for r, c in shapes)
     steps = max(1, -(-n // lanes))
     f_flat, c_flat, lut = _rans_tables_with_pad(freqs, scale_bits)
     tid_pos = _rans_padded(_rans_symbol_tables(shapes, row_ids, col_shifts, K), steps, lanes, K)
@@ -1465,6 +1512,20 @@ _ARTIFACT_SHA_BYTES = 32
 _ARTIFACT_RANS_SIDE_CODEC = "lzma"
 
 
+# Caps on what a header may declare, checked before anything is decoded (an artifact that passes
+# 16,000,000 bytes is invalid anyway; these leave room for float studies far past it).
+ARTIFACT_MAX_HEADER_BYTES = 1 << 24        # JSON header length
+
+
+ARTIFACT_MAX_RAW_BYTES = 1 << 30           # all groups decoded together
+
+
+ARTIFACT_MAX_TENSOR_ELEMENTS = 1 << 28     # one tensor
+
+
+_ARTIFACT_ARRAY_KINDS = "biuf"             # numpy dtype kinds an array may have (no objects)
+
+
 class ArtifactError(ValueError):
     """A model artifact that is corrupt, truncated, foreign, or made for another tokenizer."""
 
@@ -1584,6 +1645,8 @@ def _artifact_parse_prefix(path, head: bytes, file_bytes: int) -> tuple[int, dic
         raise ArtifactError(f"{path}: unsupported artifact format version {version} "
                             f"(this code reads {ARTIFACT_VERSION})")
     end = _ARTIFACT_PREFIX.size + hlen
+    if hlen > ARTIFACT_MAX_HEADER_BYTES:
+        raise ArtifactError(f"{path}: header length {hlen} exceeds the cap of {ARTIFACT_MAX_HEADER_BYTES} bytes")
     if end + _ARTIFACT_SHA_BYTES > file_bytes or len(head) < end:
         raise ArtifactError(f"{path}: truncated artifact ({file_bytes} bytes, header alone needs {end})")
     try:
@@ -1603,23 +1666,79 @@ def read_artifact_header(path) -> dict:
         with open(path, "rb") as f:
             prefix = f.read(_ARTIFACT_PREFIX.size)
             hlen = _ARTIFACT_PREFIX.unpack_from(prefix)[2] if len(prefix) == _ARTIFACT_PREFIX.size else 0
-            head = prefix + f.read(hlen)
+            head = prefix + f.read(min(hlen, ARTIFACT_MAX_HEADER_BYTES + 1))
     except OSError as exc:
         raise ArtifactError(f"{path}: cannot read artifact ({exc})") from exc
     end, header = _artifact_parse_prefix(path, head, file_bytes)
     return {**header, "file_bytes": file_bytes, "header_bytes": end}
 
 
+def _artifact_int(value, lo: int, hi: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
+
+
+def _artifact_check_groups(path, header: dict) -> None:
+    """Every group lies inside the payload and declares a decoded size; together within the cap."""
+    groups, payload_bytes = header.get("groups"), header["payload_bytes"]
+    if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+        raise ArtifactError(f"{path}: malformed artifact header (groups is not a list of objects)")
+    total = 0
+    for g in groups:
+        off, length, raw = g.get("offset"), g.get("length"), g.get("raw_bytes")
+        if not (_artifact_int(off, 0, payload_bytes) and _artifact_int(length, 0, payload_bytes - off)):
+            raise ArtifactError(f"{path}: group {g.get('name')!r} lies outside the payload")
+        if not _artifact_int(raw, 0, ARTIFACT_MAX_RAW_BYTES):
+            raise ArtifactError(f"{path}: group {g.get('name')!r} declares {raw} decoded bytes "
+                                f"(cap {ARTIFACT_MAX_RAW_BYTES})")
+        total += raw
+    if total > ARTIFACT_MAX_RAW_BYTES:
+        raise ArtifactError(f"{path}: groups declare {total} decoded bytes in all, over the cap of {ARTIFACT_MAX_RAW_BYTES}")
+
+
+def _artifact_check_array(path, name, a) -> None:
+    """One array entry: a numeric dtype, a shape within the element cap, nbytes = elements * itemsize."""
+    try:
+        dtype = np.dtype(a["dtype"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ArtifactError(f"{path}: tensor {name!r} has a bad array dtype ({exc})") from None
+    shape = a.get("shape")
+    if dtype.kind not in _ARTIFACT_ARRAY_KINDS or not isinstance(shape, list) \
+            or not all(_artifact_int(d, 0, ARTIFACT_MAX_TENSOR_ELEMENTS) for d in shape):
+        raise ArtifactError(f"{path}: tensor {name!r} array {a.get('key')!r}: dtype {dtype} or shape {shape} not allowed")
+    elements = int(np.prod(shape, dtype=object)) if shape else 1
+    if elements > ARTIFACT_MAX_TENSOR_ELEMENTS or a.get("nbytes") != elements * dtype.itemsize \
+            or not _artifact_int(a.get("offset"), 0, ARTIFACT_MAX_RAW_BYTES):
+        raise ArtifactError(f"{path}: tensor {name!r} array {a.get('key')!r} declares {elements} elements "
+                            f"(cap {ARTIFACT_MAX_TENSOR_ELEMENTS}) in {a.get('nbytes')} bytes at offset {a.get('offset')}")
+
+
+def _artifact_check_tensors(path, header: dict) -> None:
+    tensors = header.get("tensors")
+    if not isinstance(tensors, list) or not all(isinstance(t, dict) and isinstance(t.get("arrays"), list) for t in tensors):
+        raise ArtifactError(f"{path}: malformed artifact header (tensors is not a list of objects with arrays)")
+    for t in tensors:
+        shape = t.get("shape")
+        if not isinstance(shape, list) or not all(_artifact_int(d, 0, ARTIFACT_MAX_TENSOR_ELEMENTS) for d in shape) \
+                or int(np.prod(shape, dtype=object) if shape else 1) > ARTIFACT_MAX_TENSOR_ELEMENTS:
+            raise ArtifactError(f"{path}: tensor {t.get('name')!r} shape {shape} exceeds the cap of "
+                                f"{ARTIFACT_MAX_TENSOR_ELEMENTS} elements")
+        for a in t["arrays"]:
+            if not isinstance(a, dict):
+                raise ArtifactError(f"{path}: tensor {t.get('name')!r} has a malformed array entry")
+            _artifact_check_array(path, t.get("name"), a)
+
+
 def _artifact_decode_groups(path, header: dict, payload: bytes) -> dict[str, bytes]:
-    """Decode every group back to its raw bytes."""
+    """Decode every group back to its raw bytes, never past the size its header declares."""
     raw = {}
     for g in header["groups"]:
         blob = payload[g["offset"]:g["offset"] + g["length"]]
         try:
             if g["codec"] == "rans":
-                raw[g["name"]] = b"".join(a.astype(np.int8).tobytes() for a in rans_decode(blob))
+                arrays = rans_decode(blob, max_symbols=g["raw_bytes"])
+                raw[g["name"]] = b"".join(a.astype(np.int8).tobytes() for a in arrays)
             else:
-                raw[g["name"]] = decompress(blob, g["codec"])
+                raw[g["name"]] = decompress(blob, g["codec"], max_bytes=g["raw_bytes"])
         except CodecError as exc:
             raise ArtifactError(f"{path}: group {g['name']!r} does not decode: {exc}") from exc
         if len(raw[g["name"]]) != g["raw_bytes"]:
@@ -1646,6 +1765,8 @@ def load_artifact(path, *, tokenizer_sha256: str | None = None) -> tuple[dict[st
     their dtype), header). Raises ArtifactError for a foreign, truncated or corrupt file, or when
     `tokenizer_sha256` is given and differs from the one the artifact was made with."""
     try:
+        if os.path.getsize(path) > ARTIFACT_MAX_RAW_BYTES:
+            raise ArtifactError(f"{path}: {os.path.getsize(path)} bytes, over the cap of {ARTIFACT_MAX_RAW_BYTES}")
         with open(path, "rb") as f:
             data = f.read()
     except OSError as exc:
@@ -1662,6 +1783,8 @@ def load_artifact(path, *, tokenizer_sha256: str | None = None) -> tuple[dict[st
     if tokenizer_sha256 is not None and header.get("tokenizer_sha256") != tokenizer_sha256:
         raise ArtifactError(f"{path}: tokenizer mismatch: artifact made with tokenizer sha256 "
                             f"{header.get('tokenizer_sha256')}, given {tokenizer_sha256}")
+    _artifact_check_groups(path, header)
+    _artifact_check_tensors(path, header)
     try:
         raw = _artifact_decode_groups(path, header, data[end:-_ARTIFACT_SHA_BYTES])
         state = {t["name"]: dequantize_tensor(_artifact_entry(path, t, raw)) for t in header["tensors"]}
@@ -1972,6 +2095,49 @@ def bits_per_byte(sum_nll_nats: float, sum_bytes: int) -> float:
     if sum_bytes <= 0:
         raise ValueError(f"bits_per_byte needs a positive byte count, got {sum_bytes}")
     return float(sum_nll_nats) / math.log(2.0) / float(sum_bytes)
+
+
+
+# sha256 of the first DATA_LABEL_HEAD_TOKENS tokens (uint16 little endian) of the official FineWeb
+# validation set, per tokenisation we hold a copy of, and that set's token count (published manifest)
+DATA_LABEL_HEAD_TOKENS = 256
+
+
+FINEWEB_VAL_HEADS = {"39ce439c101f47c93b9fef33fad2c33bfe7d9ff985e3eb5768694e3687cc8490": ("sp1024", 62_021_846)}
+
+
+def fineweb_val_variant(val_tokens):
+    """(variant, official token count) when the tokens open like an official FineWeb val set, else None."""
+    head = np.asarray(val_tokens[:DATA_LABEL_HEAD_TOKENS])
+    if head.size < DATA_LABEL_HEAD_TOKENS or int(head.min()) < 0 or int(head.max()) >= 1 << 16:
+        return None
+    return FINEWEB_VAL_HEADS.get(hashlib.sha256(head.astype("<u2").tobytes()).hexdigest())
+
+
+def _pydoc_first_document(val_tokens, sp) -> bool:
+    """True when the first document of the stream, decoded, is text of CPython's pydoc topics (the
+    embedded corpus); compared after NFKC and whitespace folding, as the tokenizer normalises."""
+    import unicodedata
+    try:
+        from pydoc_data.topics import topics
+    except ImportError:
+        return False
+    fold = lambda text: " ".join(unicodedata.normalize("NFKC", text).split())
+    ids = [int(t) for t in val_tokens[:4096]]
+    bos = [i for i, t in enumerate(ids) if t == sp.bos_id()] + [len(ids)]
+    doc = fold(sp.decode(ids[bos[0] + 1:bos[1]] if len(bos) > 1 else ids))[:400]
+    return len(doc) >= 40 and any(doc in fold(text) for text in topics.values())
+
+
+def data_source_label(val_tokens, sp=None) -> str:
+    """Where scores on these validation tokens come from, decided from the tokens themselves:
+    "fineweb" (the head hashes to an official val set's), "embedded_pydoc" (the first document is
+    CPython's pydoc text; needs the tokenizer `sp`), else "other"."""
+    if fineweb_val_variant(val_tokens) is not None:
+        return "fineweb"
+    if sp is not None and _pydoc_first_document(val_tokens, sp):
+        return "embedded_pydoc"
+    return "other"
 
 
 
@@ -3101,12 +3267,12 @@ def export_and_roundtrip(trainer, hp, denv, device, autocast, val, log, run_dir,
     bytes_model = os.path.getsize(artifact_path)
     bytes_total = bytes_model + len(code_bytes)
     tag = f"final_{hp.quant_scheme}_{hp.codec}_roundtrip"
-    log(f"{tag} val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} tokens:{res['tokens']} bytes:{res['bytes']} eval_time:{eval_ms:.0f}ms")
+    log(f"{tag} val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} tokens:{res['tokens']} bytes:{res['bytes']} eval_time:{eval_ms:.0f}ms data:{val['data']}")
     if hp.eval_stride > 0:
         t0 = time.perf_counter()
         res = sliding_validation(fresh, val, hp, device, autocast, denv)
         log(f"{tag}_sliding stride:{hp.eval_stride} val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} "
-            f"tokens:{res['tokens']} bytes:{res['bytes']} eval_time:{1000 * (time.perf_counter() - t0):.0f}ms")
+            f"tokens:{res['tokens']} bytes:{res['bytes']} eval_time:{1000 * (time.perf_counter() - t0):.0f}ms data:{val['data']}")
     log(f"bytes_code:{len(code_bytes)} bytes_model:{bytes_model} bytes_total:{bytes_total} limit:{ARTIFACT_LIMIT_BYTES}")
     if bytes_total > ARTIFACT_LIMIT_BYTES:
         log(f"artifact_valid:false over_limit_by:{bytes_total - ARTIFACT_LIMIT_BYTES}")
@@ -3142,6 +3308,7 @@ def main() -> int:
         raise ValueError(f"tokenizer {hp.tokenizer_path} has vocab {sp.vocab_size()} but VOCAB_SIZE={hp.vocab_size}")
     tok_sha = tokenizer_sha256(hp.tokenizer_path)
     val = load_validation(hp, build_byte_tables(sp, hp.vocab_size), log)
+    val["data"] = data_source_label(val["tokens"], sp)  # fineweb | embedded_pydoc | other, from the tokens
     model = build_model(hp, device)
     log(f"model_params:{count_params(model)} val_targets:{len(val['tokens']) - 1} val_bytes:{int(val['bytes'].sum())}")
     trainer = Trainer(hp, denv, device, autocast, model, log)
@@ -3165,7 +3332,7 @@ def main() -> int:
         should_eval = hp.val_loss_every > 0 and step > 0 and (step % hp.val_loss_every == 0 or last_step)
         if should_eval:
             res = run_validation(model, val, hp, device, autocast, denv)
-            log(f"step:{step}/{hp.iterations} val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} train_time:{train_time_ms:.0f}ms")
+            log(f"step:{step}/{hp.iterations} val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} train_time:{train_time_ms:.0f}ms data:{val['data']}")
         if last_step:
             break
         if device.type == "cuda":
@@ -3198,7 +3365,7 @@ def main() -> int:
         trainer.ema.copy_to(model)
         log(f"weights:ema decay:{hp.ema_decay}")
     res = run_validation(model, val, hp, device, autocast, denv)
-    log(f"final_float val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} tokens:{res['tokens']} bytes:{res['bytes']}")
+    log(f"final_float val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} tokens:{res['tokens']} bytes:{res['bytes']} data:{val['data']}")
     status = export_and_roundtrip(trainer, hp, denv, device, autocast, val, log, run_dir, code_bytes, tok_sha)
     if denv.distributed:
         dist.destroy_process_group()

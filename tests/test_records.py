@@ -539,3 +539,12 @@ def test_record_and_verify_take_the_submitted_line(seed_runs, tmp_path, capsys):
     log.write_text(log.read_text().replace("phases:plain ", "phases:plain,ttt "))
     rc, out = verify(capsys, rec, "--reeval")
     assert rc == 1 and "phase 'ttt' has no re-scorer" in out
+
+
+def test_size_refuses_a_model_symlinked_from_outside(seed_runs, tmp_path, capsys):
+    run = Path(shutil.copytree(seed_runs[0], tmp_path / "run"))
+    small = tmp_path / "small.lgz"
+    small.write_bytes(b"x")
+    (run / "final_model.int8.zlib.lgz").unlink()
+    (run / "final_model.int8.zlib.lgz").symlink_to(small)
+    assert main(["size", str(run)]) == 2 and "outside" in capsys.readouterr().err
