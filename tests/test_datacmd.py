@@ -309,3 +309,55 @@ def test_every_command_has_help(capsys, sub):
 
 def test_data_without_subcommand_prints_help(capsys):
     assert datacmd.main(["data"]) == 2 and "fetch" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- check-bytes
+
+def test_check_bytes_val_head_equals_its_documents(shared_data, capsys):
+    from lila_golf.tools.datacmd import main as data_main
+    shard = shared_data / "fineweb10B_sp1024_mini" / "fineweb_val_000000.bin"
+    args = ["data", "check-bytes", "--tokenizer", str(shared_data / "tokenizers" / "fineweb_1024_bpe.model"),
+            str(shard), str(shared_data / "fineweb_docs" / "val_first108_docs_decoded.jsonl")]
+    assert data_main(args) == 0
+    out = capsys.readouterr().out
+    assert "docs:108 (1 shard docs beyond the file, not compared) equal:108 differ:0" in out
+    assert "counted_bytes:313038 utf8_bytes:313038" in out
+
+
+def test_check_bytes_reports_normalisation_per_document(shared_data, capsys):
+    """The raw train docs: the tokenizer's NFKC/whitespace normalisation changes some documents' bytes."""
+    from lila_golf.tools.datacmd import main as data_main
+    shard = shared_data / "fineweb10B_sp1024_mini" / "fineweb_train_000000.bin"
+    args = ["data", "check-bytes", "--tokenizer", str(shared_data / "tokenizers" / "fineweb_1024_bpe.model"),
+            str(shard), str(shared_data / "fineweb_docs" / "verify_docs_200.jsonl")]
+    assert data_main(args) == 1
+    out = capsys.readouterr().out.splitlines()
+    rows = [l for l in out if l.startswith("doc:")]
+    assert len(rows) == 33 and all("cause:normalisation" in r for r in rows)
+    assert "docs:200 equal:167 differ:33 counted_bytes:1489418 utf8_bytes:1489515" in out[-1]
+
+
+def test_check_bytes_reads_a_sidecar_and_names_the_document_it_miscounts(shared_data, tmp_path, capsys):
+    import shutil
+    import numpy as np
+    import sentencepiece
+    from lila_golf.core.data import build_byte_tables, read_shard, target_bytes, write_shard
+    from lila_golf.tools.datacmd import main as data_main, sidecar_path, document_spans
+    tok = shared_data / "tokenizers" / "fineweb_1024_bpe.model"
+    shard = Path(shutil.copy(shared_data / "fineweb10B_sp1024_mini" / "fineweb_val_000000.bin", tmp_path))
+    tokens = read_shard(shard).astype(np.int64)
+    per_token = np.zeros(tokens.size, dtype=np.int64)  # each token's bytes; BOS and the first token 0
+    per_token[1:] = target_bytes(tokens[:-1], tokens[1:], build_byte_tables(sentencepiece.SentencePieceProcessor(model_file=str(tok))))
+    write_shard(sidecar_path(shard), per_token)
+    docs = str(shared_data / "fineweb_docs" / "val_first108_docs_decoded.jsonl")
+    assert data_main(["data", "check-bytes", "--tokenizer", str(tok), str(shard), docs]) == 0
+    assert "counted_by:sidecar" in capsys.readouterr().out
+    a, _ = document_spans(tokens, 1)[5]
+    per_token[a + 3] += 2  # doc 5's sidecar claims two bytes too many
+    write_shard(sidecar_path(shard), per_token)
+    assert data_main(["data", "check-bytes", "--tokenizer", str(tok), str(shard), docs]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("doc:5 ") and "diff:+2 cause:per-token count +2 bytes off the decoded text" in out
+    write_shard(sidecar_path(shard), per_token[:-1])
+    assert data_main(["data", "check-bytes", "--tokenizer", str(tok), str(shard), docs]) == 1
+    assert "byte counts for the 131072 tokens" in capsys.readouterr().err

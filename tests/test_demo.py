@@ -13,9 +13,12 @@ def test_demo_runs_on_embedded_corpus(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "lila_golf", "demo", "--run-id", "demo"], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "NOT FineWeb" in proc.stdout
+    assert "NOT FineWeb" in proc.stdout and "data:embedded_pydoc" in proc.stdout
     assert "valid:true" in proc.stdout
     run_dir = tmp_path / "runs" / "demo"
     for name in ("train.log", "config.json", "train_gpt.py"):
         assert (run_dir / name).exists(), name
     assert list(run_dir.glob("final_model.*"))
+    log = (run_dir / "train.log").read_text()  # every score line names the data, decided from its tokens
+    scores = [l for l in log.splitlines() if l.startswith(("final_float", "final_int8_zlib_roundtrip"))]
+    assert len(scores) == 2 and all(l.endswith(" data:embedded_pydoc") for l in scores), scores

@@ -51,7 +51,7 @@ def run_dir(tmp_path_factory, sp1024_model, mini_data):
 
 def results_line(out: str) -> dict:
     line = next(l for l in out.splitlines() if l.startswith("val_loss:"))
-    return {k: float(v.removesuffix("ms")) for k, v in (kv.split(":", 1) for kv in line.split())}
+    return {k: float(v.removesuffix("ms")) if k != "data" else v for k, v in (kv.split(":", 1) for kv in line.split())}
 
 
 @torch.no_grad()
@@ -88,6 +88,15 @@ def test_cli_run_folder_prints_the_keys(run_dir, capsys):
     res = results_line(out)
     assert set(res) >= {"val_loss", "val_bpb", "tokens", "bytes", "tokens_per_s"}
     assert res["tokens"] == N_TOKENS - 1 and "val_subset" not in out and f"seq_len:{SEQ_LEN}" in out
+    assert res["data"] == "fineweb"  # the official val head's tokens, recognised from the tokens
+
+
+def test_cli_labels_data_that_is_not_fineweb(run_dir, tmp_path, capsys):
+    shifted = tmp_path / "data"
+    shifted.mkdir()
+    write_shard(shifted / "fineweb_val_000000.bin", read_shard(run_dir / "data" / "fineweb_val_000000.bin")[1:])
+    assert main([str(run_dir), "--data-path", str(shifted), "--stride", str(SEQ_LEN), "--quiet"]) == 0
+    assert results_line(capsys.readouterr().out)["data"] == "other"  # same text, one token later: not the val set
 
 
 def test_cli_max_tokens_is_labelled_and_flags_take_underscores(run_dir, capsys):

@@ -334,3 +334,217 @@ def test_verify_against_previous_record(official, tmp_path, capsys):
                                  ["1.22300000", "1.22200000", "1.22350000"], [15815000] * 3)
     rc, out = verify(capsys, close, "--against", official)
     assert rc == 1 and re.search(r"^FAIL welch: .*\(>= 0.01\)", out, re.M) and "verify: FAIL (welch)" in out
+
+
+# ----------------------------------------------------------------------------- hostile folders (issue 15)
+
+def _set_seed_result(rec: Path, seed: str, **changes):
+    sub = json.loads((rec / "submission.json").read_text())
+    sub["seed_results"][seed].update(changes)
+    for key in [k for k, v in changes.items() if v is None]:
+        del sub["seed_results"][seed][key]
+    (rec / "submission.json").write_text(json.dumps(sub, indent=2))
+
+
+def _outside_copy(rec: Path) -> Path:
+    """A copy of seed 1's log just outside the record folder: every check would pass on it."""
+    return Path(shutil.copy(rec / "train_seed1.log", rec.parent / "outside.log"))
+
+
+@pytest.mark.parametrize("how", ["dotdot", "absolute", "symlink", "seed_key"])
+def test_paths_leaving_the_folder_fail_before_anything_is_read(record, capsys, how):
+    outside = _outside_copy(record)
+    if how == "dotdot":
+        _set_seed_result(record, "1", log="../outside.log")
+    elif how == "absolute":
+        _set_seed_result(record, "1", log=str(outside.resolve()))
+    elif how == "symlink":
+        (record / "train_seed1.log").unlink()
+        (record / "train_seed1.log").symlink_to(outside.resolve())
+    else:  # a seed named so that its default log name climbs out
+        sub = json.loads((record / "submission.json").read_text())
+        sub["seed_results"]["../../x"] = {k: v for k, v in sub["seed_results"].pop("1").items() if k != "log"}
+        (record / "submission.json").write_text(json.dumps(sub))
+    rc, out = verify(capsys, record)
+    assert rc == 1 and out.splitlines()[0].startswith("FAIL paths:") and "verify: FAIL (paths)" in out, out
+    assert len(out.splitlines()) == 2  # nothing else was checked, so nothing outside was read
+
+
+def test_record_date_and_name_cannot_leave_the_records_folder(seed_runs, tmp_path):
+    out = tmp_path / "deep" / "records"
+    for date, name, words in [("../../escape", "x", "not a date"), ("2026-02-30", "x", "not a date"),
+                              ("2026-01-02", "../..", "no letter or digit")]:
+        with pytest.raises(RecordError, match=words):
+            create_record(seed_runs[:1], name=name, track="track_cpu_10min", out=out, date=date)
+    assert not tmp_path.joinpath("escape_x").exists() and not any(tmp_path.rglob("*escape*"))
+
+
+def test_log_values_that_would_become_paths_are_refused(seed_runs, tmp_path):
+    run = Path(shutil.copytree(seed_runs[0], tmp_path / "run"))
+    log = (run / "train.log").read_text()
+    (run / "train.log").write_text(re.sub(r"^(config .*?)seed:1 ", r"\1seed:../../x ", log, flags=re.M))
+    with pytest.raises(RecordError, match="not a plain word"):
+        create_record([run], name="x", track="track_cpu_10min", out=tmp_path / "records")
+
+
+# ----------------------------------------------------------------------------- verify --reeval
+
+def _forge_lower_score(rec: Path, seed: int = 1, by: Decimal = Decimal("0.01")):
+    """Lower one seed's logged roundtrip score and rewrite submission.json to match: the numbers,
+    hashes and sizes all agree, only re-scoring the artifact can tell."""
+    from lila_golf.tools.records.folder import mean8, std8
+    path = rec / f"train_seed{seed}.log"
+    m = ROUNDTRIP.search(path.read_text())
+    loss, bpb = (f"{Decimal(v) - by:.8f}" for v in m.groups())
+    path.write_text(path.read_text().replace(m.group(0), f"final_int8_zlib_roundtrip val_loss:{loss} val_bpb:{bpb}"))
+    runs = [parse_run_log(rec / f"train_seed{s}.log") for s in SEEDS]
+    sub = json.loads((rec / "submission.json").read_text())
+    sub["seed_results"][str(seed)].update(val_loss=float(loss), val_bpb=float(bpb))
+    for key in ("val_loss", "val_bpb"):
+        sub[key] = float(mean8([getattr(r, key) for r in runs]))
+        sub[f"{key}_std"] = float(std8([getattr(r, key) for r in runs]))
+    (rec / "submission.json").write_text(json.dumps(sub, indent=2))
+
+
+def test_reeval_reproduces_every_seed_and_catches_a_forged_log(record, capsys):
+    rc, out = verify(capsys, record, "--reeval")
+    assert rc == 0, out
+    for seed in SEEDS:
+        assert re.search(rf"^PASS reeval\.{seed}: seed {seed} \(1024 targets, data:fineweb\): plain val_bpb:\S+: "
+                         r"equal to the log$", out, re.M), out
+    _forge_lower_score(record)
+    rc, out = verify(capsys, record)
+    assert rc == 0, out  # without re-scoring, a consistent forgery passes every check
+    rc, out = verify(capsys, record, "--reeval")
+    assert rc == 1 and re.search(r"^FAIL reeval\.1: .*plain val_loss \S+ != logged \S+", out, re.M), out
+    assert "PASS reeval.2" in out and "verify: FAIL (reeval.1)" in out
+
+
+# ----------------------------------------------------------------------------- labels and coverage
+
+def test_record_says_what_was_scored_and_refuses_other_data_on_fineweb_tracks(seed_runs, pristine_record, tmp_path):
+    sub = json.loads((pristine_record / "submission.json").read_text())
+    assert sub["compliance"]["full_val_set"] is False
+    assert (sub["compliance"]["val_targets"], sub["compliance"]["val_targets_official"]) == (1024, 62_021_845)
+    assert "the first 1,024 of 62,021,845 targets of the official FineWeb validation set" in \
+        (pristine_record / "README.md").read_text()
+    for d in seed_runs:
+        assert re.search(r"^final_int8_zlib_roundtrip val_loss:.* data:fineweb$", (d / "train.log").read_text(), re.M)
+    pydoc = []
+    for d in seed_runs:
+        run = Path(shutil.copytree(d, tmp_path / d.name))
+        (run / "train.log").write_text((run / "train.log").read_text().replace(" data:fineweb", " data:embedded_pydoc"))
+        pydoc.append(run)
+    with pytest.raises(RecordError, match="not FineWeb: track_cpu_10min takes FineWeb scores only"):
+        create_record(pydoc, name="x", track="track_cpu_10min", out=tmp_path / "records")
+    rec = create_record(pydoc, name="x", track="track_non_record_16mb", out=tmp_path / "records")
+    assert "1,024 targets of embedded_pydoc data (NOT FineWeb" in (rec / "README.md").read_text()
+
+
+def test_full_val_set_only_for_every_official_target():
+    from lila_golf.tools.records import SeedRun
+    from lila_golf.tools.records.folder import official_val_targets, val_coverage
+    run = lambda n, data="fineweb", vocab="1024": SeedRun(Path("x.log"), "lila", targets=n, data_label=data,
+                                                           config={"vocab_size": vocab})
+    assert official_val_targets(run(62_021_845)) == 62_021_845
+    assert val_coverage(run(62_021_845)) == "all 62,021,845 targets of the official FineWeb validation set"
+    assert "first 131,071 of 62,021,845" in val_coverage(run(131_071))
+    assert official_val_targets(run(62_021_845, vocab="8192")) is None  # its official count is not known here
+    assert official_val_targets(run(62_021_845, data="other")) is None and "NOT FineWeb" in val_coverage(run(5, "other"))
+
+
+# ----------------------------------------------------------------------------- submitted line, clock rule
+
+SUBMITTED_LOG = """\
+code_sha256:{sha} code_path:train_gpt.py bytes_code:100
+config preset:test seed:5 vocab_size:1024 train_seq_len:64 eval_stride:32 quant_scheme:int6_gptq codec:brotli
+train_steps:900 train_time_ms:590000 last_step_start_ms:589300
+time_budget train_time_ms:590000 gptq_time_ms:{gptq} total_ms:{total} cap_ms:600000
+time_valid:{valid}
+final_int6_gptq_brotli_roundtrip val_loss:2.10000000 val_bpb:1.25000000 tokens:62021845 bytes:151000000 eval_time:20000ms data:fineweb
+eval_phase name:plain val_loss:2.10000000 val_bpb:1.25000000 targets:62021845 bytes:151000000 time_ms:20000
+eval_phase name:sliding val_loss:2.05000000 val_bpb:1.22000000 targets:62021845 bytes:151000000 time_ms:{sliding_ms}
+final_submitted val_loss:2.05000000 val_bpb:1.22000000 targets:62021845 bytes:151000000 eval_time_ms:{eval_ms} phases:plain,sliding data:fineweb
+bytes_code:100 bytes_model:15000000 bytes_total:15000100 limit:16000000
+artifact_valid:true
+"""
+
+
+def _submitted_log(tmp_path, gptq=8000, sliding_ms=300000, eval_ms=321000) -> Path:
+    total = 590000 + gptq
+    path = tmp_path / f"train_{gptq}_{sliding_ms}.log"
+    path.write_text(SUBMITTED_LOG.format(sha="0" * 64, gptq=gptq, total=total, sliding_ms=sliding_ms, eval_ms=eval_ms,
+                                         valid="true" if total <= 600000 else f"false over_cap_ms:{total - 600000}"))
+    return path
+
+
+def test_submitted_line_is_the_score_and_its_eval_time_covers_every_phase(tmp_path):
+    from lila_golf.tools.records.folder import TRACKS, limit_problems
+    run = parse_run_log(_submitted_log(tmp_path))
+    assert (run.score_key, run.score_source, run.val_loss, run.val_bpb) == \
+        ("final_submitted", "final_submitted", "2.05000000", "1.22000000")
+    assert (run.eval_time_ms, run.targets, run.data_label, run.phases) == (321000.0, 62021845, "fineweb", ["plain", "sliding"])
+    assert [p["name"] for p in run.eval_phases] == ["plain", "sliding"] and run.roundtrip["val_bpb"] == "1.25000000"
+    rules = TRACKS["track_10min_16mb"]
+    assert limit_problems(run, rules) == []
+    slow = parse_run_log(_submitted_log(tmp_path, sliding_ms=590000, eval_ms=610000))
+    assert limit_problems(slow, rules) == ["train_8000_590000.log: eval 610.0 s (all phases) > 600 s"]
+    hidden = parse_run_log(_submitted_log(tmp_path, sliding_ms=400000, eval_ms=300000))  # phases outrun the total
+    assert "more than the submitted eval_time_ms" in limit_problems(hidden, rules)[0]
+    older = parse_run_log(record_logs_first(tmp_path))
+    assert older.score_source == "roundtrip" and older.val_bpb == "1.25000000" and older.phases == ["plain"]
+
+
+def record_logs_first(tmp_path) -> Path:
+    """The same log without its final_submitted, eval_phase and time lines: how older logs look."""
+    path = tmp_path / "older.log"
+    text = _submitted_log(tmp_path).read_text()
+    path.write_text("".join(l for l in text.splitlines(True)
+                            if not l.startswith(("final_submitted", "eval_phase", "time_budget", "time_valid"))))
+    return path
+
+
+def test_clock_rule_for_logs_with_gptq_time_has_no_allowance(tmp_path):
+    from lila_golf.tools.records.folder import TRACKS, clock_rule, limit_problems, train_time_within
+    ok, over = parse_run_log(_submitted_log(tmp_path, gptq=10000)), parse_run_log(_submitted_log(tmp_path, gptq=10001))
+    assert train_time_within(ok, 600) and ok.time_valid is True
+    assert not train_time_within(over, 600) and over.time_valid is False  # its last step began at 589.3 s
+    assert "gptq_time_ms" in clock_rule(over) and "last step" in clock_rule(parse_run_log(record_logs_first(tmp_path)))
+    assert limit_problems(over, TRACKS["track_10min_16mb"]) == [
+        "train_10001_300000.log: train 590.0 s + gptq 10.0 s = 600.0 s > 600 s (time_valid:false)"]
+
+
+def test_record_and_verify_take_the_submitted_line(seed_runs, tmp_path, capsys):
+    """Runs whose logs end with a final_submitted line (phases plain): record copies its figures,
+    verify says which line scored each log and --reeval re-scores it; an unknown phase fails reeval."""
+    runs = []
+    for d in seed_runs:
+        run = Path(shutil.copytree(d, tmp_path / d.name))
+        log = (run / "train.log").read_text()
+        loss, bpb, tokens, n_bytes = re.search(r"^final_int8_zlib_roundtrip val_loss:(\S+) val_bpb:(\S+) tokens:(\d+) "
+                                               r"bytes:(\d+)", log, re.M).groups()
+        (run / "train.log").write_text(log + f"eval_phase name:plain val_loss:{loss} val_bpb:{bpb} targets:{tokens} "
+                                             f"bytes:{n_bytes} time_ms:900\nfinal_submitted val_loss:{loss} val_bpb:{bpb} "
+                                             f"targets:{tokens} bytes:{n_bytes} eval_time_ms:950 phases:plain data:fineweb\n")
+        runs.append(run)
+    rec = create_record(runs, name="submitted", track="track_cpu_10min", out=tmp_path / "records", date="2026-01-03")
+    sub = json.loads((rec / "submission.json").read_text())
+    assert sub["score_key"] == "final_submitted" and sub["seed_results"]["1"]["eval_time_ms"] == 950.0
+    assert "the `final_submitted` line of each log (evaluation phases plain" in (rec / "README.md").read_text()
+    rc, out = verify(capsys, rec, "--reeval")
+    assert rc == 0 and "PASS score_line: every log scored by its final_submitted line (phases plain)" in out, out
+    assert out.count("equal to the log") == 3
+    assert main(["compare", str(rec)]) == 0 and " submitted " in capsys.readouterr().out
+    log = rec / "train_seed1.log"
+    log.write_text(log.read_text().replace("phases:plain ", "phases:plain,ttt "))
+    rc, out = verify(capsys, rec, "--reeval")
+    assert rc == 1 and "phase 'ttt' has no re-scorer" in out
+
+
+def test_size_refuses_a_model_symlinked_from_outside(seed_runs, tmp_path, capsys):
+    run = Path(shutil.copytree(seed_runs[0], tmp_path / "run"))
+    small = tmp_path / "small.lgz"
+    small.write_bytes(b"x")
+    (run / "final_model.int8.zlib.lgz").unlink()
+    (run / "final_model.int8.zlib.lgz").symlink_to(small)
+    assert main(["size", str(run)]) == 2 and "outside" in capsys.readouterr().err

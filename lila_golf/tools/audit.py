@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..core.data import read_shard
+from ..core.data import data_source_label, read_shard
 from ..core.scoring import NgramScorer
 
 
@@ -345,7 +345,8 @@ def run_audit_command(args) -> int:
     print(results.coverage_line())
     logp = results.eval_logp
     extra = _audit_bpb_line(logp, tokens, args.tokenizer) if args.tokenizer else ""
-    print(f"audit_score scorer:{args.scorer} tokens:{len(tokens) - 1} val_loss:{-logp.mean():.6f} {extra}".rstrip())
+    print(f"audit_score scorer:{args.scorer} tokens:{len(tokens) - 1} val_loss:{-logp.mean():.6f} {extra}".rstrip()
+          + f" data:{data_source_label(tokens)}")
     return 0 if all(r.passed for r in results) else 1
 
 

@@ -4,6 +4,7 @@
     python -m lila_golf data tokenize --tokenizer T.model --out DIR --val-docs 100 docs.jsonl
     python -m lila_golf data train-tokenizer --input docs.jsonl --vocab-size 1024 --out tok/my_1024_bpe
     python -m lila_golf data stats --tokenizer T.model DIR/fineweb_val_000000.bin
+    python -m lila_golf data check-bytes --tokenizer T.model DIR/fineweb_val_000000.bin docs.jsonl
 
 Not part of the bundled train_gpt.py: these tools may use datasets, huggingface_hub and tqdm.
 The hub download is in datafetch.py; the data a run uses when none is named (./data, else the
@@ -20,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import sentencepiece
 
-from ..core.data import (ShardError, TokenizerError, build_byte_tables, check_tokenizer_exact, load_tokenizer,
-                         read_shard, shard_file, target_bytes, tokenizer_sha256, write_shard)
+from ..core.data import (SPACE_PIECE, ShardError, TokenizerError, build_byte_tables, check_tokenizer_exact,
+                         load_tokenizer, read_shard, shard_file, target_bytes, tokenizer_sha256, write_shard)
 from .datafetch import HF_REMOTE_ROOT, HF_REPO_ID, FetchError, fetch_challenge_data
 
 CHALLENGE_SHARD_TOKENS = 100_000_000
@@ -210,6 +211,66 @@ def shard_byte_stats(path, sp, tables=None) -> dict:
             "bytes_per_token": n_bytes / targets if targets else 0.0}
 
 
+# ----------------------------------------------------------------------------- byte audit
+
+def sidecar_path(shard) -> Path:
+    """The byte sidecar beside a shard: fineweb_val_000000.bin -> fineweb_val_bytes_000000.bin."""
+    shard = Path(shard)
+    split, _, index = shard.stem.rpartition("_")
+    return shard.with_name(f"{split}_bytes_{index}{shard.suffix}")
+
+
+def document_spans(tokens: np.ndarray, bos_id: int) -> list[tuple[int, int]]:
+    """[start, end) of every document (BOS + its ids) of a shard, in order; ids before the first BOS
+    (a shard that starts inside a document) are not a document."""
+    starts = np.flatnonzero(tokens == bos_id)
+    ends = np.append(starts[1:], tokens.size)
+    return list(zip(starts.tolist(), ends.tolist()))
+
+
+def _byte_cause(sp, ids: list[int], text: str, counted: int) -> str:
+    """Why a document's counted bytes differ from its text's UTF-8 length, in words."""
+    decoded = sp.decode(ids)
+    causes = []
+    if decoded != text:
+        k = next((i for i, (a, b) in enumerate(zip(decoded, text)) if a != b), min(len(decoded), len(text)))
+        causes.append(f"normalisation: the tokenizer's text differs from the source at char {k} "
+                      f"({text[max(0, k - 10):k + 10]!r} -> {decoded[max(0, k - 10):k + 10]!r}), "
+                      f"{len(decoded.encode('utf-8')) - len(text.encode('utf-8')):+d} bytes")
+    if counted != len(decoded.encode("utf-8")):
+        n_byte = sum(1 for i in ids if sp.is_byte(i))
+        n_bare = sum(1 for i in ids if sp.id_to_piece(i) == SPACE_PIECE)
+        causes.append(f"per-token count {counted - len(decoded.encode('utf-8')):+d} bytes off the decoded text "
+                      f"({n_byte} byte-fallback pieces, {n_bare} bare '{SPACE_PIECE}')")
+    return "; ".join(causes) or "unexplained"
+
+
+def check_shard_bytes(shard, texts, sp, sidecar=None) -> tuple[list[dict], dict]:
+    """Per document of `shard`: bytes counted (sidecar sums, else the challenge's per-token rule)
+    against the UTF-8 length of the source text, documents and texts paired in order. Returns
+    (rows for the documents that differ, summary)."""
+    tokens = read_shard(shard, vocab_size=int(sp.vocab_size()))
+    per_token = None
+    if sidecar is not None:
+        per_token = read_shard(sidecar).astype(np.int64)
+        if per_token.size != tokens.size:
+            raise ShardError(f"{sidecar}: {per_token.size} byte counts for the {tokens.size} tokens of {shard}")
+    tables = build_byte_tables(sp, int(sp.vocab_size()))
+    spans, rows, summary = document_spans(tokens, sp.bos_id()), [], {"compared": 0, "counted": 0, "utf8": 0}
+    for i, ((a, b), text) in enumerate(zip(spans, texts)):
+        doc = tokens[a:b].astype(np.int64)
+        counted = int(per_token[a:b].sum()) if per_token is not None else int(target_bytes(doc[:-1], doc[1:], tables).sum())
+        utf8 = len(text.encode("utf-8"))
+        summary["compared"] += 1
+        summary["counted"] += counted
+        summary["utf8"] += utf8
+        if counted != utf8:
+            rows.append({"doc": i, "tokens": b - a, "counted": counted, "utf8": utf8,
+                         "cause": _byte_cause(sp, doc[1:].tolist(), text, counted)})
+    summary.update(shard_docs=len(spans), differ=len(rows))
+    return rows, summary
+
+
 # ----------------------------------------------------------------------------- command line
 
 def _clean_errors(command):
@@ -279,6 +340,27 @@ def _cmd_stats(args) -> int:
     return 0
 
 
+@_clean_errors
+def _cmd_check_bytes(args) -> int:
+    sp = sentencepiece.SentencePieceProcessor()  # not load_tokenizer: an inexact tokenizer is what this finds
+    if not os.path.isfile(args.tokenizer) or not sp.load(args.tokenizer):
+        raise TokenizerError(f"{args.tokenizer}: not a SentencePiece model")
+    sidecar = Path(args.sidecar) if args.sidecar else (sidecar_path(args.shard) if sidecar_path(args.shard).is_file() else None)
+    texts = list(iter_documents(args.docs, args.text_field, args.txt_sample))
+    rows, s = check_shard_bytes(args.shard, texts, sp, sidecar)
+    for r in rows:
+        print(f"doc:{r['doc']} tokens:{r['tokens']} counted:{r['counted']} utf8:{r['utf8']} "
+              f"diff:{r['counted'] - r['utf8']:+d} cause:{r['cause']}")
+    unpaired = f" ({s['shard_docs'] - s['compared']} shard docs beyond the file, not compared)" \
+        if s["shard_docs"] > s["compared"] else ""
+    if len(texts) > s["compared"]:
+        unpaired = f" ({len(texts) - s['compared']} file docs beyond the shard, not compared)"
+    print(f"check_bytes shard:{args.shard} counted_by:{'sidecar ' + str(sidecar) if sidecar else 'per-token rule'} "
+          f"docs:{s['compared']}{unpaired} equal:{s['compared'] - s['differ']} differ:{s['differ']} "
+          f"counted_bytes:{s['counted']} utf8_bytes:{s['utf8']}")
+    return 1 if rows else 0
+
+
 def _add_doc_reading_args(p) -> None:
     p.add_argument("--text-field", "--text_field", default="text", help="jsonl/parquet field holding the text")
     p.add_argument("--txt-sample", "--txt_sample", choices=("document", "paragraph", "line"), default="document",
@@ -290,7 +372,7 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
     data = subparsers.add_parser("data", help="fetch, tokenize and inspect token shards",
                                  description="Data tools: challenge FineWeb download, tokenization, stats.")
     data.set_defaults(func=lambda args: (data.print_help(), 2)[1])
-    sub = data.add_subparsers(dest="data_command", metavar="{fetch,tokenize,train-tokenizer,stats}")
+    sub = data.add_subparsers(dest="data_command", metavar="{fetch,tokenize,train-tokenizer,stats,check-bytes}")
 
     p = sub.add_parser("fetch", help="download the challenge's shards and tokenizer from the HF hub",
                        description=f"Download {HF_REPO_ID} (folder {HF_REMOTE_ROOT}/) into the challenge layout.")
@@ -331,6 +413,19 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("shards", nargs="+", metavar="SHARD", help="shard files")
     p.add_argument("--tokenizer", required=True, help="SentencePiece .model the shards were made with")
     p.set_defaults(func=_cmd_stats)
+
+    p = sub.add_parser("check-bytes", help="per document: counted bytes against the UTF-8 length of the source text",
+                       description="Pairs the shard's documents (split at BOS) with the source documents in "
+                                   "order and reports every document whose counted bytes (the byte sidecar "
+                                   "when there is one, else the challenge's per-token rule) differ from the "
+                                   "UTF-8 length of its text, with the cause. Exit 1 when any differs.")
+    p.add_argument("shard", metavar="SHARD", help="shard file")
+    p.add_argument("docs", nargs="+", metavar="DOCS", help="the source documents (jsonl, parquet, txt), in shard order")
+    p.add_argument("--tokenizer", required=True, help="SentencePiece .model the shard was made with")
+    p.add_argument("--sidecar", default=None,
+                   help="per-token byte counts (default: <split>_bytes_<index>.bin beside the shard, if present)")
+    _add_doc_reading_args(p)
+    p.set_defaults(func=_cmd_check_bytes)
     return data
 
 

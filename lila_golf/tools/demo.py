@@ -68,9 +68,10 @@ def summarise(run_dir: Path, is_fineweb: bool) -> None:
         print(f"run failed before writing {log_path}")
         return
     run = parse_run_log(log_path)
-    label = "" if is_fineweb else "  (embedded pydoc corpus: NOT FineWeb, not comparable to challenge scores)"
+    data = run.data_label or ("fineweb" if is_fineweb else "embedded_pydoc")  # the log's label: from the tokens
+    label = "" if data == "fineweb" else f"  (data:{data}: NOT FineWeb, not comparable to challenge scores)"
     if run.val_bpb is not None:
-        print(f"val_bpb:{run.val_bpb}{label}")
+        print(f"val_bpb:{run.val_bpb} data:{data}{label}")
     valid = "?" if run.artifact_valid is None else str(run.artifact_valid).lower()
     print(f"bytes_total:{_or_unknown(run.bytes_total)} bytes_model:{_or_unknown(run.bytes_model)} "
           f"bytes_code:{_or_unknown(run.bytes_code)} valid:{valid}")

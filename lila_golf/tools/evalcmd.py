@@ -35,7 +35,8 @@ import torch
 
 from ..core.artifact import read_artifact_header
 from .audit import register_scorer
-from ..core.data import bits_per_byte, build_byte_tables, load_tokenizer, load_val_tokens, shard_file, target_bytes
+from ..core.data import (bits_per_byte, build_byte_tables, data_source_label, load_tokenizer, load_val_tokens,
+                         shard_file, target_bytes)
 from .generate import load_model, resolve_seq_len, resolve_tokenizer
 from ..core.ngrammix import MixerConfig, NgramMixScorer
 from ..core.scoring import ModelScorer, NgramScorer, run_scorer
@@ -241,7 +242,8 @@ def _eval_check_flags(args) -> None:
 
 
 def _eval_setup(args):
-    """Everything the pass needs: (factory, tokens, byte tables, chunk_size, config lines to print)."""
+    """Everything the pass needs: (factory, tokens, byte tables, chunk_size, config lines to print, data
+    label decided from the tokens)."""
     _eval_check_flags(args)
     if args.target is None:
         raise EvalError("pass an artifact file or run folder")
@@ -260,7 +262,8 @@ def _eval_setup(args):
     subset = bool(args.max_tokens and args.max_tokens + 1 < len(tokens))
     if subset:
         tokens = tokens[:args.max_tokens + 1]
-    tables = build_byte_tables(load_tokenizer(inputs.tokenizer), vocab_size)
+    sp = load_tokenizer(inputs.tokenizer)
+    tables = build_byte_tables(sp, vocab_size)
     factory = build_scorer_factory(args.scorer, model.to(device), seq_len=seq_len, stride=stride,
                                    vocab_size=vocab_size, device=device, ngram_order=args.ngram_order,
                                    ttt=_eval_ttt_options(args), autocast=autocast, batch_size=args.batch_size,
@@ -276,7 +279,7 @@ def _eval_setup(args):
                  f"ttt_chunk:{args.ttt_chunk} ttt_targets:{args.ttt_targets}")
     if subset:
         line += f"\nval_subset:first_{args.max_tokens}_targets (NOT the full val set)"
-    return factory, tokens, tables, chunk_size, line
+    return factory, tokens, tables, chunk_size, line, data_source_label(tokens, sp)
 
 
 def run_eval(args) -> int:
@@ -286,14 +289,15 @@ def run_eval(args) -> int:
         from .evalfinal import run_final, run_plan
         return (run_plan if args.plan else run_final)(args, resolve_eval_inputs)
     try:
-        factory, tokens, tables, chunk_size, line = _eval_setup(args)
+        factory, tokens, tables, chunk_size, line, data_label = _eval_setup(args)
     except (ValueError, OSError) as exc:  # ArtifactError, ShardError, TokenizerError, GenerateError, EvalError
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(line, flush=True)
     res = evaluate_tokens(factory, tokens, tables, chunk_size, progress=not args.quiet)
     print(f"val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} tokens:{res['tokens']} bytes:{res['bytes']} "
-          f"tokens_per_s:{res['tokens_per_s']:.0f} eval_time:{1000 * res['seconds']:.0f}ms", flush=True)
+          f"tokens_per_s:{res['tokens_per_s']:.0f} eval_time:{1000 * res['seconds']:.0f}ms data:{data_label}",
+          flush=True)
     return 0
 
 

@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .folder import ARTIFACT_LIMIT_BYTES, CODE_NAME
+from .folder import ARTIFACT_LIMIT_BYTES, CODE_NAME, resolve_inside
 from .logs import RecordError, parse_run_log, record_logs
 
 
@@ -56,6 +56,8 @@ def measure_size(paths: list[Path]) -> SizeReport:
     if not code.is_file():
         raise RecordError(f"{folder}: no {CODE_NAME} (the file that runs); runs launched outside "
                           f"`python -m lila_golf train/demo` lack it: give CODE MODEL files instead")
+    for p in [code, *folder.glob("*.lgz")]:  # a symlink leaving the folder would measure another file
+        resolve_inside(folder, p.name, "size")
     models = sorted(folder.glob("*.lgz"), key=lambda p: (p.stat().st_size, p.name))
     if models:
         return SizeReport(code, code.stat().st_size, models[-1].stat().st_size, str(models[-1]))
