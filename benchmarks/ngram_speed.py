@@ -1,79 +1,131 @@
-"""Throughput and memory of the score-first n-gram scorer, projected to the official val set.
+"""Speed and memory of the final evaluation's n-gram phase (per-token online n-gram + learned mixer),
+at 1 and 2 processes, projected to the official val set on 8 processes.
 
-    .venv/bin/python benchmarks/ngram_speed.py                     # 8.1M tokens of train_000001
-    .venv/bin/python benchmarks/ngram_speed.py --max-entries 4194304   # capped tables: bounded memory
-    .venv/bin/python benchmarks/ngram_speed.py --max-tokens 2000000 --chunk-size 262144 --max-order 6
+    flock /tmp/lila_timed.lock .venv/bin/python benchmarks/ngram_speed.py                  # 8.1M tokens, 1 and 2 processes
+    flock /tmp/lila_timed.lock .venv/bin/python benchmarks/ngram_speed.py --max-tokens 2000000 --worlds 1
+    .venv/bin/python benchmarks/ngram_speed.py --streaming --max-tokens 1000000            # the old BackoffNgram scorer
 
-Scores a shard chunk by chunk (score, then update, as NgramScorer does), prints key:value lines:
-tokens/s overall and over the last quarter (tables are largest there), CPU seconds and the 1-minute
-load average before and after (on a shared machine wall time depends on the load; CPU time much
-less), table bytes and peak RSS, then a projection for the 62,021,846-token validation set (time
-from the overall rate, which includes the amortised table growth; memory scaled linearly in tokens,
-or the fixed allocation when capped) and whether the time fits the 600 s evaluation budget. Also
-prints val_bpb of the pure n-gram (counts starting empty) when --tokenizer is given.
+Runs lila_golf.core.final_eval.ngram_phase itself: each process (torch.distributed, gloo) computes the
+targets whose previous token is in its part of the vocabulary, the parts are summed over processes,
+and every process runs the mixer over the whole stream. The model's log-probabilities are stand-ins
+(the cost does not depend on them). Prints key:value lines and appends a JSON line to
+benchmarks/results/ngram_speed.jsonl: wall and CPU seconds of the slowest process, tokens/s, peak RSS
+per process, the 1-minute load average before and after. Projection to 62,021,846 tokens on W
+processes: t(W) = a + b / W fitted to the 1- and 2-process wall times (a: the part every process
+repeats, b: the part split over processes), scaled linearly in tokens (the sorts are n log n: a
+slight underestimate), from the wall clock and from the CPU seconds of the slowest process (what it
+takes when every process has a core: the figure to trust on a shared, overloaded machine), and peak
+RSS scaled linearly (every process holds whole-stream arrays).
 """
 import argparse
+import json
 import os
 import resource
+import socket
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
-from lila_golf.core.data import bits_per_byte, build_byte_tables, load_tokenizer, read_shard, target_bytes
-from lila_golf.core.scoring import NgramScorer
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lila_golf.core.config import Hyperparameters  # noqa: E402
+from lila_golf.core.data import read_shard  # noqa: E402
+from lila_golf.core.final_eval import ngram_phase  # noqa: E402
 
 VAL_TOKENS = 62_021_846
-EVAL_BUDGET_S = 600.0
-
-
-def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+RESULTS = Path(__file__).resolve().parent / "results" / "ngram_speed.jsonl"
 
 
 def cpu_seconds() -> float:
-    """User + system CPU time of this process: unlike wall time, barely moved by other load on the box."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def worker(rank: int, world: int, port: int, args, out) -> None:
+    torch.set_num_threads(1)
+    if world > 1:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        dist.init_process_group("gloo", rank=rank, world_size=world)
+    tokens = read_shard(args.shard, vocab_size=1024)[:args.max_tokens].astype(np.int64)
+    hp = Hyperparameters(ngram_order=args.order)
+    n = len(tokens) - 1
+    model_logp, entropy = np.full(n, -3.5), np.full(n, 3.5)
+    if world > 1:
+        dist.barrier()
+    c0, t0 = cpu_seconds(), time.perf_counter()
+    mixed, weight = ngram_phase(model_logp, entropy, tokens, hp, torch.device("cpu"))
+    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    out.put(dict(rank=rank, wall_s=wall, cpu_s=cpu, peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                 nats_per_token=-float(mixed.mean())))
+    if world > 1:
+        dist.destroy_process_group()
+
+
+def run_world(world: int, args) -> dict:
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = [ctx.Process(target=worker, args=(r, world, port, args, out)) for r in range(world)]
+    for p in procs:
+        p.start()
+    rows = [out.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return dict(wall_s=max(r["wall_s"] for r in rows), cpu_s=max(r["cpu_s"] for r in rows),
+                peak_rss_bytes=max(r["peak_rss_bytes"] for r in rows), nats_per_token=rows[0]["nats_per_token"])
+
+
+def streaming_rate(args) -> None:
+    """The hash-table BackoffNgram scorer (NgramScorer) in 65,536-token chunks: score, then count."""
+    from lila_golf.core.scoring import NgramScorer
+    tokens = read_shard(args.shard, vocab_size=1024)[:args.max_tokens].astype(np.int64)
+    scorer = NgramScorer(1024, max_order=args.order)
+    scorer.begin(int(tokens[0]))
+    c0, t0 = cpu_seconds(), time.perf_counter()
+    for a in range(1, len(tokens), 65536):
+        scorer.score_chunk(tokens[a:a + 65536])
+    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    print(f"streaming_ngram tokens:{len(tokens) - 1} order:{args.order} wall_s:{wall:.1f} cpu_s:{cpu:.1f} "
+          f"tokens_per_s:{(len(tokens) - 1) / wall:.0f} loadavg_1min:{os.getloadavg()[0]:.2f}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shard", default="../shared/data/fineweb10B_sp1024_mini/fineweb_train_000001.bin")
-    ap.add_argument("--tokenizer", default="../shared/data/tokenizers/fineweb_1024_bpe.model")
     ap.add_argument("--max-tokens", type=int, default=None)
-    ap.add_argument("--chunk-size", type=int, default=1 << 20)
-    ap.add_argument("--max-order", type=int, default=10)
-    ap.add_argument("--max-entries", type=int, default=None, help="cap on stored n-grams per context length")
+    ap.add_argument("--order", type=int, default=8)
+    ap.add_argument("--worlds", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--streaming", action="store_true", help="measure the old streaming NgramScorer instead")
     args = ap.parse_args()
-
-    tokens = read_shard(args.shard, vocab_size=1024)[:args.max_tokens].astype(np.int64)
-    scorer = NgramScorer(1024, max_order=args.max_order, max_entries=args.max_entries)
-    scorer.begin(int(tokens[0]))
-    n = len(tokens) - 1
-    load_before, cpu_start = os.getloadavg()[0], cpu_seconds()
-    nll, done, t_start, t_quarter, quarter_tokens = 0.0, 0, time.perf_counter(), None, 0
-    for a in range(1, len(tokens), args.chunk_size):
-        if t_quarter is None and done >= 0.75 * n:
-            t_quarter, quarter_tokens = time.perf_counter(), done
-        logp, _ = scorer.score_chunk(tokens[a:a + args.chunk_size])
-        nll -= float(logp.sum())
-        done += len(logp)
-    elapsed, cpu = time.perf_counter() - t_start, cpu_seconds() - cpu_start
-    tail_rate = (n - quarter_tokens) / (time.perf_counter() - t_quarter) if t_quarter else n / elapsed
-    table_bytes = scorer.lm.nbytes()
-    print(f"ngram_bench tokens:{n} chunk_size:{args.chunk_size} max_order:{args.max_order} seconds:{elapsed:.1f} "
-          f"tokens_per_s:{n / elapsed:.0f} last_quarter_tokens_per_s:{tail_rate:.0f} cpu_seconds:{cpu:.1f} "
-          f"tokens_per_cpu_s:{n / cpu:.0f} loadavg_1min_before:{load_before:.2f} after:{os.getloadavg()[0]:.2f}")
-    print(f"ngram_bench table_bytes:{table_bytes} peak_rss_bytes:{peak_rss_bytes()} nats_per_token:{nll / n:.6f}")
-    proj_s = VAL_TOKENS * elapsed / n
-    print(f"ngram_projection tokens:{VAL_TOKENS} cpu_seconds:{VAL_TOKENS * cpu / n:.0f} (time if this process had a core)")
-    # uncapped tables grow about linearly in tokens; capped ones are allocated at their final size
-    proj_bytes = table_bytes * VAL_TOKENS / n if args.max_entries is None else table_bytes
-    print(f"ngram_projection tokens:{VAL_TOKENS} seconds:{proj_s:.0f} table_bytes:{proj_bytes:.3g} "
-          f"fits_600s:{proj_s <= EVAL_BUDGET_S}")
-    if args.tokenizer:
-        n_bytes = int(target_bytes(tokens[:-1], tokens[1:], build_byte_tables(load_tokenizer(args.tokenizer))).sum())
-        print(f"ngram_bench val_bpb:{bits_per_byte(nll, n_bytes):.6f} bytes:{n_bytes}")
+    if args.streaming:
+        return streaming_rate(args)
+    n = len(read_shard(args.shard, vocab_size=1024)[:args.max_tokens]) - 1
+    walls, cpus = {}, {}
+    for world in args.worlds:
+        load_before = os.getloadavg()[0]
+        res = run_world(world, args)
+        walls[world], cpus[world] = res["wall_s"], res["cpu_s"]
+        row = dict(bench="ngram_phase", tokens=n, order=args.order, world_size=world, **res,
+                   tokens_per_s=n / res["wall_s"], tokens_per_cpu_s_per_process=n / res["cpu_s"],
+                   loadavg_1min_before=load_before, loadavg_1min_after=os.getloadavg()[0])
+        print(" ".join(f"{k}:{v:.4g}" if isinstance(v, float) else f"{k}:{v}" for k, v in row.items()), flush=True)
+        RESULTS.parent.mkdir(exist_ok=True)
+        with open(RESULTS, "a") as f:
+            f.write(json.dumps(row) + "\n")
+    if 1 in walls and 2 in walls:  # wall: as measured; cpu: as if every process had a core of its own
+        for clock, t in (("wall", walls), ("cpu", cpus)):
+            b = 2 * (t[1] - t[2])
+            a = t[1] - b
+            scale = VAL_TOKENS / n
+            for w in (1, 2, 8):
+                print(f"ngram_projection clock:{clock} tokens:{VAL_TOKENS} world_size:{w} seconds:{scale * (a + b / w):.0f} "
+                      f"(t = a + b/W, a = {a:.2f} s, b = {b:.2f} s at {n} tokens; linear in tokens)")
 
 
 if __name__ == "__main__":

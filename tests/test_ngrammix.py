@@ -143,3 +143,26 @@ def test_the_audit_catches_a_mixer_that_peeks_at_the_target():
     results = {r.condition: r for r in run_audit(lambda: mix_scorer(model, PeekingMixScorer), tokens,
                                                   chunk_size=128, n_probe=6, n_check=3)}
     assert not (results["C2"].passed and results["C3"].passed)
+
+
+def test_learned_mixture_is_the_logistic_weight_over_the_documented_features():
+    """The fast path (gathers, bincount) against the definition: z = w . mixer_features, Adam on the
+    chunk's mean loss."""
+    from lila_golf.core.ngrammix import _mix_logp, _mixer_adam, mixer_features
+    rng = np.random.default_rng(8)
+    n, K = 3000, 5
+    ng = NgramArrays(np.log(rng.uniform(0.01, 1, n)), rng.integers(0, K + 1, n).astype(np.int8),
+                     rng.integers(0, 9, n).astype(float), rng.integers(0, 5, n).astype(float))
+    model_logp, entropy = np.log(rng.uniform(0.01, 1, n)), rng.uniform(0, 6, n)
+    cfg = MixerConfig(max_order=K, min_chunk=100)
+    got, _ = learned_mixture(model_logp, entropy, ng, cfg)
+    w, state, want = np.zeros(K + 5), (np.zeros(K + 5), np.zeros(K + 5)), np.empty(n)
+    w[0] = cfg.init_bias
+    bounds = mixer_chunks(n, cfg.min_chunk)
+    for step, (i0, i1) in enumerate(zip(bounds[:-1], bounds[1:]), start=1):
+        f = mixer_features(entropy, ng, i0, i1, K)
+        mixed, log_a, log_1a = _mix_logp(f @ w, model_logp[i0:i1], ng.logp[i0:i1])
+        want[i0:i1] = mixed
+        g = np.exp(log_a + log_1a + model_logp[i0:i1] - mixed) - np.exp(log_a + log_1a + ng.logp[i0:i1] - mixed)
+        _mixer_adam(w, f.T @ g / (i1 - i0), state, cfg.lr, step)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)

@@ -132,35 +132,43 @@ def _final_setup(args, resolve_inputs, device):
 
 # ----------------------------------------------------------------------------------- the planner
 
-def forward_flops_per_token(cfg, context: float) -> float:
-    """Forward FLOPs of one token: 2 per weight of every matrix it passes (embedding lookups free, the
-    tied head counted) plus attention 4 * layers * dim * context (QK^T and AV over `context` keys)."""
-    with torch.device("meta"):
-        model = GPT(cfg)
-    matmul = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
-    layers = cfg.num_layers + len([x for x in cfg.recur_layers.split(",") if x.strip()])
-    return 2.0 * (matmul + cfg.vocab_size * cfg.model_dim) + 4.0 * layers * cfg.model_dim * context
+class TokenFlops:
+    """Forward FLOPs of one token seeing `context` keys: 2 per weight of every matrix it passes
+    (embedding lookups free, the tied head counted) plus attention 4 * layers * dim * context
+    (QK^T and AV)."""
+
+    def __init__(self, cfg):
+        with torch.device("meta"):
+            model = GPT(cfg)
+        matmul = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+        layers = cfg.num_layers + len([x for x in cfg.recur_layers.split(",") if x.strip()])
+        self.base = 2.0 * (matmul + cfg.vocab_size * cfg.model_dim)
+        self.per_key = 4.0 * layers * cfg.model_dim
+
+    def window(self, length):
+        """FLOPs of a forward over a window of `length` tokens (mean context (length + 1) / 2)."""
+        return length * (self.base + self.per_key * (length + 1) / 2)
 
 
-def window_flops(cfg, window: int, targets_per_window: float, n_targets: float) -> float:
+def window_flops(flops: TokenFlops, window: int, targets_per_window: float, n_targets: float) -> float:
     """FLOPs to score n_targets with windows of `window` tokens that score targets_per_window each."""
-    per_window = window * forward_flops_per_token(cfg, (window + 1) / 2)
-    return n_targets / targets_per_window * per_window
+    return n_targets / targets_per_window * flops.window(window)
 
 
-def ttt_flops(cfg, hp, doc_lengths: np.ndarray, scale: float) -> float:
+def ttt_flops(flops: TokenFlops, hp, doc_lengths: np.ndarray, scale: float) -> float:
     """Per-document TTT: each chunk a forward of its window, and 2 more forwards' worth for the
     backward where a later chunk exists; phased adds 3 forwards a token over the phase documents."""
+    lengths, counts = np.unique(np.asarray(doc_lengths, dtype=np.int64), return_counts=True)
     total = 0.0
-    for n in doc_lengths:
+    for n, count in zip(lengths, counts):
         chunks = -(-int(n) // hp.ttt_chunk)
-        for c in range(chunks):
-            w = min((c + 1) * hp.ttt_chunk, hp.train_seq_len)
-            total += w * forward_flops_per_token(cfg, (w + 1) / 2) * (3.0 if c + 1 < chunks else 1.0)
+        w = np.minimum((np.arange(chunks) + 1) * hp.ttt_chunk, hp.train_seq_len)
+        weight = np.where(np.arange(chunks) + 1 < chunks, 3.0, 1.0)
+        total += count * float(np.sum(flops.window(w.astype(np.float64)) * weight))
     total *= scale
     if hp.ttt_mode == "phased":
         phase_tokens = float(np.mean(doc_lengths)) * min(hp.ttt_phase_docs, OFFICIAL_VAL_DOCS)
-        total += 3.0 * phase_tokens * forward_flops_per_token(cfg, (hp.train_seq_len + 1) / 2)
+        total += 3.0 * phase_tokens / hp.train_seq_len * flops.window(hp.train_seq_len)
     return total
 
 
@@ -187,12 +195,13 @@ def run_plan(args, resolve_inputs) -> int:
     print(f"eval_plan PROJECTION (not a measurement) model:{source} val_tokens:{n} world_size:{world} "
           f"seq_len:{hp.train_seq_len} h100_flops_per_s:{args.h100_flops:.3g} utilisation:{args.utilisation} "
           f"ttt_utilisation:{args.ttt_utilisation}")
-    rows = [("plain", window_flops(cfg, hp.train_seq_len, hp.train_seq_len, n), rate)]
+    flops = TokenFlops(cfg)
+    rows = [("plain", window_flops(flops, hp.train_seq_len, hp.train_seq_len, n), rate)]
     if hp.eval_stride > 0:
-        rows.append(("sliding", window_flops(cfg, hp.train_seq_len, hp.eval_stride, n), rate))
+        rows.append(("sliding", window_flops(flops, hp.train_seq_len, hp.eval_stride, n), rate))
     if hp.ttt_mode != "off":
         lengths, scale = _plan_doc_lengths(sample, bos_id, n)
-        rows.append(("ttt", ttt_flops(cfg, hp, lengths, scale), args.h100_flops * args.ttt_utilisation))
+        rows.append(("ttt", ttt_flops(flops, hp, lengths, scale), args.h100_flops * args.ttt_utilisation))
     total = 0.0
     for name, flops, r in rows:
         seconds = flops / (r * world)
