@@ -989,20 +989,6 @@ def mixer_chunks(num_targets: int, min_chunk: int) -> list[int]:
     return bounds
 
 
-def mixer_features(entropy, ng: NgramArrays, i0: int, i1: int, max_order: int) -> np.ndarray:
-    """(i1 - i0, max_order + 5) prefix-only features of targets i0 .. i1 - 1: 1, model entropy / 4
-    (nats), one-hot n-gram order 0..max_order, log(1 + c(h)) / 5, u(h) / (c(h) + u(h))."""
-    n = i1 - i0
-    c, u = ng.ctx_count[i0:i1], ng.distinct[i0:i1]
-    f = np.zeros((n, max_order + 5))
-    f[:, 0] = 1.0
-    f[:, 1] = np.asarray(entropy[i0:i1], dtype=np.float64) / 4.0
-    f[np.arange(n), 2 + np.minimum(ng.order[i0:i1].astype(np.int64), max_order)] = 1.0
-    f[:, max_order + 3] = np.log1p(c) / 5.0
-    f[:, max_order + 4] = u / np.maximum(c + u, 1.0)
-    return f
-
-
 def _mix_logp(z, model_logp, ngram_logp):
     """log((1 - a) p_model + a p_ngram) with a = sigmoid(z), and log a, log(1 - a)."""
     log_a, log_1a = -np.logaddexp(0.0, -z), -np.logaddexp(0.0, z)
@@ -1012,27 +998,38 @@ def _mix_logp(z, model_logp, ngram_logp):
 def learned_mixture(model_logp, model_entropy, ng: NgramArrays, cfg: MixerConfig, weights_out=None):
     """Mixed log-probabilities of every target (module docstring): each mixer chunk is scored with the
     weights learned from earlier chunks only. Returns (logp float64 (n,), mean mixing weight a);
-    weights_out: optional float64 (n,) array that receives every a_t."""
+    weights_out: optional float64 (n,) array that receives every a_t.
+
+    z = w . f with f = mixer_features(...) is computed without building f: the one-hot block is a
+    gather of w and its gradient a bincount (same numbers, far less memory traffic)."""
     model_logp = np.asarray(model_logp, dtype=np.float64)
-    n = len(model_logp)
+    n, K = len(model_logp), cfg.max_order
     if not (len(model_entropy) == len(ng.logp) == n):
         raise ValueError(f"learned_mixture: arrays of different lengths ({n}, {len(model_entropy)}, {len(ng.logp)})")
-    w = np.zeros(cfg.max_order + 5)
+    w = np.zeros(K + 5)
     w[0] = cfg.init_bias
     adam = (np.zeros_like(w), np.zeros_like(w))
     out, a_sum = np.empty(n), 0.0
     bounds = mixer_chunks(n, cfg.min_chunk)
     for step, (i0, i1) in enumerate(zip(bounds[:-1], bounds[1:]), start=1):
-        f = mixer_features(model_entropy, ng, i0, i1, cfg.max_order)
+        h = np.asarray(model_entropy[i0:i1], dtype=np.float64) / 4.0
+        order = np.minimum(ng.order[i0:i1].astype(np.int64), K)
+        c, u = ng.ctx_count[i0:i1], ng.distinct[i0:i1]
+        log_c, ratio = np.log1p(c) / 5.0, u / np.maximum(c + u, 1.0)
+        z = w[0] + w[1] * h + w[2 + order] + w[K + 3] * log_c + w[K + 4] * ratio
         lp_model, lp_ngram = model_logp[i0:i1], ng.logp[i0:i1]
-        mixed, log_a, log_1a = _mix_logp(f @ w, lp_model, lp_ngram)
+        mixed, log_a, log_1a = _mix_logp(z, lp_model, lp_ngram)
         out[i0:i1] = mixed  # the chunk's scores are fixed: only now may it move the weights
         a_sum += float(np.exp(log_a).sum())
         if weights_out is not None:
             weights_out[i0:i1] = np.exp(log_a)
         # d(-log mix)/dz = -a (1 - a) (p_ngram - p_model) / mix
-        grad_z = np.exp(log_a + log_1a + lp_model - mixed) - np.exp(log_a + log_1a + lp_ngram - mixed)
-        _mixer_adam(w, f.T @ grad_z / (i1 - i0), adam, cfg.lr, step)
+        g = np.exp(log_a + log_1a + lp_model - mixed) - np.exp(log_a + log_1a + lp_ngram - mixed)
+        grad = np.empty(K + 5)
+        grad[0], grad[1] = g.sum(), g @ h
+        grad[2:K + 3] = np.bincount(order, weights=g, minlength=K + 1)
+        grad[K + 3], grad[K + 4] = g @ log_c, g @ ratio
+        _mixer_adam(w, grad / (i1 - i0), adam, cfg.lr, step)
     return out, a_sum / max(n, 1)
 
 
