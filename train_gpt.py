@@ -105,6 +105,9 @@ class Hyperparameters:
     grad_accum_total: int = 8  # micro-batches per step summed over all ranks (8 // world_size each)
     warmup_steps: int = 20
     warmdown_steps: int = 1200
+    # steps run and then undone (initial weights, optimiser state and data position restored) before
+    # the clock starts, as the challenge baseline does; 0 = none (CUDA with COMPILE=1 runs 20 anyway)
+    warmup_restore_steps: int = 0
     val_loss_every: int = 0
     val_batch_tokens: int = 65536
     train_log_every: int = 100
@@ -154,7 +157,7 @@ class Hyperparameters:
     grad_clip_norm: float = 0.0
     # --- weight averaging ---
     ema_decay: float = 0.0  # 0 = off
-    swa_every: int = 0  # 0 = off; else snapshot every N steps once the lr scale drops below 0.5
+    swa_every: int = 0  # 0 = off; else snapshot every N steps once the warmdown factor drops below 0.5 (never in the lr warmup)
     # --- complementary training ---
     complement_alpha: float = 0.0  # per-token weight 1 - alpha * p_bigram(target)
     # --- export and evaluation ---
@@ -507,16 +510,27 @@ def lr_scale(step: int, elapsed_ms: float, *, warmup_steps: int, warmdown_steps:
              iterations: int, max_wallclock_ms) -> float:
     """Learning-rate multiplier in [0, 1] for the step about to be taken (step counts from 0).
 
-    Warmup: (step + 1) / warmup_steps for the first warmup_steps steps.
-    Warmdown by steps: (iterations - step) / warmdown_steps over the last warmdown_steps steps.
-    Warmdown by time (max_wallclock_ms set and > 0), the challenge baseline's rule: with the mean
-    step time elapsed_ms / step, warmdown_ms = warmdown_steps * step_ms and remaining_ms =
-    max_wallclock_ms - elapsed_ms; the scale is remaining_ms / warmdown_ms once remaining_ms <=
-    warmdown_ms. With both set, the smaller multiplier wins (whichever end comes first).
+    Warmup: (step + 1) / warmup_steps for the first warmup_steps steps; then the smaller of that
+    and `warmdown_scale`.
     """
     scale = 1.0
     if warmup_steps > 0 and step < warmup_steps:
         scale = (step + 1) / warmup_steps
+    return min(scale, warmdown_scale(step, elapsed_ms, warmdown_steps=warmdown_steps,
+                                     iterations=iterations, max_wallclock_ms=max_wallclock_ms))
+
+
+def warmdown_scale(step: int, elapsed_ms: float, *, warmdown_steps: int, iterations: int,
+                   max_wallclock_ms) -> float:
+    """The warmdown factor of the lr alone: 1.0 before the warmdown, then falling to 0.
+
+    By steps: (iterations - step) / warmdown_steps over the last warmdown_steps steps.
+    By time (max_wallclock_ms set and > 0), the challenge baseline's rule: with the mean step time
+    elapsed_ms / step, warmdown_ms = warmdown_steps * step_ms and remaining_ms = max_wallclock_ms -
+    elapsed_ms; the factor is remaining_ms / warmdown_ms once remaining_ms <= warmdown_ms. With
+    both set, the smaller factor wins (whichever end comes first).
+    """
+    scale = 1.0
     if warmdown_steps <= 0:
         return scale
     if iterations > 0 and step >= iterations - warmdown_steps:
@@ -528,6 +542,12 @@ def lr_scale(step: int, elapsed_ms: float, *, warmup_steps: int, warmdown_steps:
         if remaining_ms <= warmdown_ms:
             scale = min(scale, remaining_ms / max(warmdown_ms, 1e-9))
     return scale
+
+
+def swa_snapshot_due(step: int, every: int, warmup_steps: int, warmdown: float) -> bool:
+    """SWA takes a snapshot every `every` steps once the warmdown factor is below 0.5, never while
+    the lr is still warming up (there a low lr scale means the start of training, not the end)."""
+    return every > 0 and step >= warmup_steps and warmdown < 0.5 and step % every == 0
 
 
 def muon_momentum_at(step: int, *, start: float, end: float, warmup_steps: int) -> float:
@@ -2981,8 +3001,11 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update(self.model)
-        if self.swa is not None and scale < 0.5 and step % hp.swa_every == 0:
-            self.swa.add(self.model)
+        if self.swa is not None:
+            warmdown = warmdown_scale(step, elapsed_ms, warmdown_steps=hp.warmdown_steps, iterations=hp.iterations,
+                                      max_wallclock_ms=1000 * hp.max_wallclock_seconds)
+            if swa_snapshot_due(step, hp.swa_every, hp.warmup_steps, warmdown):
+                self.swa.add(self.model)
         return self.global_mean(total)
 
     def global_mean(self, value: float) -> float:
@@ -3034,6 +3057,8 @@ def compile_warmup(trainer: Trainer, steps: int) -> None:
     trainer.loader.load_state_dict(loader_state)
     if trainer.ema is not None:
         trainer.ema = EMA(trainer.model, trainer.hp.ema_decay)
+    if trainer.swa is not None:  # snapshots of the warm-up steps are not of the trained model
+        trainer.swa = SWA(trainer.model)
 
 
 def run_validation(model, val, hp, device, autocast, denv):
@@ -3151,8 +3176,8 @@ def main() -> int:
     if hp.resume and os.path.exists(ckpt_path):
         start_step, train_time_ms = trainer.load(ckpt_path)
         log(f"resumed_from_step:{start_step} train_time:{train_time_ms:.0f}ms")
-    elif hp.compile and device.type == "cuda":
-        compile_warmup(trainer, 20)
+    elif hp.warmup_restore_steps > 0 or (hp.compile and device.type == "cuda"):
+        compile_warmup(trainer, hp.warmup_restore_steps or 20)
 
     cap_ms = 1000 * hp.max_wallclock_seconds
     step, last_step_start_ms = start_step, train_time_ms

@@ -86,6 +86,9 @@ class Hyperparameters:
     grad_accum_total: int = 8  # micro-batches per step summed over all ranks (8 // world_size each)
     warmup_steps: int = 20
     warmdown_steps: int = 1200
+    # steps run and then undone (initial weights, optimiser state and data position restored) before
+    # the clock starts, as the challenge baseline does; 0 = none (CUDA with COMPILE=1 runs 20 anyway)
+    warmup_restore_steps: int = 0
     val_loss_every: int = 0
     val_batch_tokens: int = 65536
     train_log_every: int = 100
@@ -135,7 +138,7 @@ class Hyperparameters:
     grad_clip_norm: float = 0.0
     # --- weight averaging ---
     ema_decay: float = 0.0  # 0 = off
-    swa_every: int = 0  # 0 = off; else snapshot every N steps once the lr scale drops below 0.5
+    swa_every: int = 0  # 0 = off; else snapshot every N steps once the warmdown factor drops below 0.5 (never in the lr warmup)
     # --- complementary training ---
     complement_alpha: float = 0.0  # per-token weight 1 - alpha * p_bigram(target)
     # --- export and evaluation ---

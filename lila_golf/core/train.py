@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .config import ARTIFACT_LIMIT_BYTES, Hyperparameters, dist_env
 from .data import DistributedTokenLoader, build_byte_tables, load_tokenizer, load_val_tokens, read_shard, shard_file, shard_paths, target_bytes, tokenizer_sha256
 from .model import GPT, GPTConfig, count_params
-from .optim import EMA, SWA, build_optimizers, lr_scale, muon_momentum_at
+from .optim import EMA, SWA, build_optimizers, lr_scale, muon_momentum_at, swa_snapshot_due, warmdown_scale
 from .artifact import load_artifact, read_artifact_header, save_artifact
 from .telemetry import weight_telemetry
 from .checkpoint import flatten_optimizer_state, load_checkpoint, save_checkpoint, unflatten_optimizer_state
@@ -150,8 +150,11 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update(self.model)
-        if self.swa is not None and scale < 0.5 and step % hp.swa_every == 0:
-            self.swa.add(self.model)
+        if self.swa is not None:
+            warmdown = warmdown_scale(step, elapsed_ms, warmdown_steps=hp.warmdown_steps, iterations=hp.iterations,
+                                      max_wallclock_ms=1000 * hp.max_wallclock_seconds)
+            if swa_snapshot_due(step, hp.swa_every, hp.warmup_steps, warmdown):
+                self.swa.add(self.model)
         return self.global_mean(total)
 
     def global_mean(self, value: float) -> float:
@@ -203,6 +206,8 @@ def compile_warmup(trainer: Trainer, steps: int) -> None:
     trainer.loader.load_state_dict(loader_state)
     if trainer.ema is not None:
         trainer.ema = EMA(trainer.model, trainer.hp.ema_decay)
+    if trainer.swa is not None:  # snapshots of the warm-up steps are not of the trained model
+        trainer.swa = SWA(trainer.model)
 
 
 def run_validation(model, val, hp, device, autocast, denv):
@@ -318,8 +323,8 @@ def main() -> int:
     if hp.resume and os.path.exists(ckpt_path):
         start_step, train_time_ms = trainer.load(ckpt_path)
         log(f"resumed_from_step:{start_step} train_time:{train_time_ms:.0f}ms")
-    elif hp.compile and device.type == "cuda":
-        compile_warmup(trainer, 20)
+    elif hp.warmup_restore_steps > 0 or (hp.compile and device.type == "cuda"):
+        compile_warmup(trainer, hp.warmup_restore_steps or 20)
 
     cap_ms = 1000 * hp.max_wallclock_seconds
     step, last_step_start_ms = start_step, train_time_ms
