@@ -42,6 +42,9 @@ GEOMETRY_ATTN_CHOICES = ("none", "e8", "leech_frozen", "leech_metric")
 GEOMETRY_QUANT_MODES = ("off", "st", "soft")
 
 
+WEIGHT_INITS = ("orthogonal", "linear_default")
+
+
 # field -> (off value, feature) for the features this file was generated without; the bundler fills
 # it in a record file, and validate() refuses to switch them on
 LEFT_OUT_FIELDS: dict[str, tuple[object, str]] = {}
@@ -67,6 +70,16 @@ PRESETS: dict[str, dict[str, object]] = {
         num_layers=6, model_dim=256, num_heads=4, num_kv_heads=2, mlp_mult=3, train_seq_len=512,
         train_batch_tokens=16384, grad_accum_total=1, iterations=100000, warmup_steps=10,
         warmdown_steps=150, val_loss_every=0, train_log_every=25, max_wallclock_seconds=600.0,
+    ),
+    # the challenge's baseline script (openai/parameter-golf train_gpt.py) as it runs: 9 x d512, seq 1024,
+    # 524,288 tokens a step in 8 // world_size micro-batches, no lr warmup (its 20 warm-up steps are
+    # run and undone), wall-clock warmdown 1200 steps, nn.Linear's default init; the same env
+    # variables scale it down exactly as they scale the original (benchmarks/parity.py)
+    "baseline": dict(
+        num_layers=9, model_dim=512, num_heads=8, num_kv_heads=4, mlp_mult=2, train_seq_len=1024,
+        train_batch_tokens=524288, grad_accum_total=8, iterations=20000, warmup_steps=0,
+        warmup_restore_steps=20, warmdown_steps=1200, val_loss_every=1000, train_log_every=200,
+        max_wallclock_seconds=600.0, weight_init="linear_default",
     ),
     # full size for 8xH100, shaped like the public records (11 layers, d 512, int6); MLP 2x so the
     # projected artifact fits: see README "Record preset size projection"
@@ -141,6 +154,7 @@ class Hyperparameters:
     e8_adapter: bool = model_field(False)  # tied 8-dim E8 bottleneck adapter per block
     leech_loss_weight: float = model_field(0.0)  # lambda of the Leech resonance loss on the final hidden state
     leech_loss_max_blocks: int = model_field(4096)  # 24-dim blocks sampled per step for that loss (0 = all; ~12 CPU-s per 175k)
+    weight_init: str = "orthogonal"  # orthogonal | linear_default (the challenge baseline's); not in the artifact
     # --- optimiser ---
     matrix_lr: float = 0.04
     embed_lr: float = 0.05
@@ -190,6 +204,8 @@ class Hyperparameters:
             if getattr(self, name) != off:
                 raise ValueError(f"{name.upper()}={getattr(self, name)!r} switches on {feature}, which this record "
                                  f"file leaves out: run the complete train_gpt.py (`python -m lila_golf bundle`)")
+        if self.weight_init not in WEIGHT_INITS:
+            raise ValueError(f"WEIGHT_INIT={self.weight_init!r} is not one of {WEIGHT_INITS}")
         GPTConfig.from_hparams(self)  # the architecture checks itself
 
     def as_dict(self) -> dict[str, object]:
@@ -2787,7 +2803,7 @@ class BigramHash(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: GPTConfig, weight_init: str = "orthogonal"):
         super().__init__()
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
@@ -2804,15 +2820,17 @@ class GPT(nn.Module):
             self.ve_scale = nn.Parameter(torch.full((len(self.ve_layers),), 0.5))
         # runtime switches (tests flip them on one instance to show each one matters)
         self.use_unet, self.use_ln_scale = cfg.unet_skips, cfg.ln_scale
-        self._init_weights(cfg)
+        self._init_weights(cfg, weight_init)
 
-    def _init_weights(self, cfg: GPTConfig):
+    def _init_weights(self, cfg: GPTConfig, weight_init: str):
+        """weight_init "orthogonal" (ours) or "linear_default": nn.Linear's own kaiming-uniform init,
+        as the challenge baseline leaves it (its weights are then ~0.58x the orthogonal ones)."""
         nn.init.normal_(self.tok_emb.weight, std=cfg.tied_embed_init_std)
         for name, module in self.named_modules():
             if isinstance(module, nn.Linear):
                 if getattr(module, "_zero_init", False):
                     nn.init.zeros_(module.weight)
-                else:
+                elif weight_init == "orthogonal":
                     nn.init.orthogonal_(module.weight)
         if self.ve_layers:
             nn.init.normal_(self.value_embed.weight, std=cfg.tied_embed_init_std)
@@ -2934,7 +2952,7 @@ def bigram_probs(pattern: str, vocab_size: int, max_tokens: int = 20_000_000) ->
 
 
 def build_model(hp, device) -> GPT:
-    return GPT(GPTConfig.from_hparams(hp)).to(device)
+    return GPT(GPTConfig.from_hparams(hp), weight_init=hp.weight_init).to(device)
 
 
 def optimizer_kwargs(hp, device) -> dict:

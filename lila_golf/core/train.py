@@ -83,7 +83,7 @@ def bigram_probs(pattern: str, vocab_size: int, max_tokens: int = 20_000_000) ->
 
 
 def build_model(hp, device) -> GPT:
-    return GPT(GPTConfig.from_hparams(hp)).to(device)
+    return GPT(GPTConfig.from_hparams(hp), weight_init=hp.weight_init).to(device)
 
 
 def optimizer_kwargs(hp, device) -> dict:
