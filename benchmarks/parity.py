@@ -60,8 +60,8 @@ ROWS: dict[str, tuple[str, dict[str, str]]] = {
 
 
 def parse_row(spec: str) -> tuple[str, str, dict[str, str]]:
-    """'parity' or 'LABEL=BASE+KEY=VAL+...' -> (label, script, env)."""
-    label, _, rest = spec.partition("=") if "+" in spec else (spec, "", spec)
+    """'parity', 'LABEL=BASE' or 'LABEL=BASE+KEY=VAL+...' -> (label, script, env)."""
+    label, _, rest = spec.partition("=") if "=" in spec.split("+")[0] else (spec, "", spec)
     base, *overrides = rest.split("+")
     if base not in ROWS:
         raise SystemExit(f"row {spec!r}: {base!r} is not one of {sorted(ROWS)}")
@@ -179,12 +179,13 @@ def plan(rows: list[str], seeds: list[int], regime: str, out: Path, tag: str) ->
         for spec in rows:
             label, script, env = parse_row(spec)
             jobs.append(dict(row=label, spec=spec, script=script, env=env, seed=seed, regime=regime, tag=tag,
-                             seq_len=seq_len_of(script, env), run_dir=str(out / tag / regime / f"{label}_s{seed}")))
+                             seq_len=seq_len_of(script, env)))
     size = 2 if regime == "together" else 1
     groups = [jobs[i:i + size] for i in range(0, len(jobs), size)]
     for g, group in enumerate(groups):
-        for j, job in enumerate(group):
+        for j, job in enumerate(group):  # a row may come twice in a seed (more reference runs)
             job["core"] = (g + j) % 2 if regime == "together" else None
+            job["run_dir"] = str(out / tag / regime / f"{job['row']}_s{job['seed']}_g{g}{j}")
     return groups
 
 
