@@ -11,6 +11,9 @@ thread (the cores alternate between pairs); `alone` runs one job at a time with 
 group of jobs (a pair, or one alone run, with the untimed re-scoring after it) holds
 /tmp/lila_timed.lock, and the machine load (/proc/loadavg) is written down at its start and end.
 A row is a name of ROWS or `LABEL=BASE+KEY=VAL+KEY=VAL` (env overrides on top of row BASE).
+`--regime steps --iterations N` is the untimed control: every run trains exactly N steps (the
+warmdown then counts steps, which is what the wall-clock rule gives at a constant step time), two
+at a time at the lowest CPU priority, without the lock: quality per step, free of the load.
 
 Scores: the official script scores ((N-1)//seq_len)*seq_len val targets (130,560 of the val head's
 131,071 at seq 512); our rows are re-scored on that same truncated set (`lila_golf eval
@@ -20,6 +23,7 @@ Results are appended to benchmarks/results/parity.jsonl.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import json
 import re
@@ -57,6 +61,31 @@ ROWS: dict[str, tuple[str, dict[str, str]]] = {
     "stack": ("ours", {"PRESET": "cpu_track", **CPU_TRACK_ROWS["stack"], "VAL_LOSS_EVERY": "0"}),
     "cpu_track": ("ours", {"PRESET": "cpu_track"}),
 }
+
+# Add-one ablation on top of the parity row (issue 14 item 4): one technique each, at settings scaled
+# to a run of a few hundred steps (EMA decay 0.99 rather than the records' 0.997, which would average
+# over most of such a run). `--rows @ablation` expands to all of them.
+ABLATION: dict[str, dict[str, str]] = {
+    "bigram": dict(BIGRAM_HASH_BUCKETS="2048", BIGRAM_DIM="128"),
+    "smeargate": dict(SMEAR_GATE="1"),
+    "xsa": dict(XSA_LAST_N="2"),
+    "partial_rope": dict(ROPE_DIMS="16"),
+    "ln_scale": dict(LN_SCALE="1"),
+    "leaky_relu2": dict(ACTIVATION="leaky_relu2"),
+    "value_residual": dict(VALUE_RESIDUAL="1"),
+    "value_embed": dict(VALUE_EMBED_LAYERS="2,3"),
+    "recurrence": dict(RECUR_LAYERS="1,2"),
+    "ema": dict(EMA_DECAY="0.99"),
+    "swa": dict(SWA_EVERY="5"),
+    "muon_wd": dict(MUON_WEIGHT_DECAY="0.04"),
+    "complement": dict(COMPLEMENT_ALPHA="0.5"),
+    "shape_5x192": dict(NUM_LAYERS="5", MODEL_DIM="192", NUM_HEADS="4", NUM_KV_HEADS="2", MLP_MULT="3"),
+    "one_micro": dict(GRAD_ACCUM_TOTAL="1"),
+    "batch_4k": dict(TRAIN_BATCH_TOKENS="4096"),
+    "seq_256": dict(TRAIN_SEQ_LEN="256"),
+}
+ROWS.update({name: ("ours", {**ROWS["parity"][1], **env}) for name, env in ABLATION.items()})
+ROW_GROUPS = {"@ablation": list(ABLATION)}
 
 
 def parse_row(spec: str) -> tuple[str, str, dict[str, str]]:
@@ -115,13 +144,16 @@ def prepare(job: dict, seconds: float, bundle: str) -> tuple[list[str], dict, Pa
 
 
 def launch_group(jobs: list[dict], regime: str, seconds: float, bundle: str) -> None:
-    """Run the jobs at once (together: pinned, 1 thread each; alone: one job, 2 threads)."""
+    """Run the jobs at once (together: pinned, 1 thread each; alone: one job, 2 threads; steps:
+    untimed, 1 thread each at the lowest priority)."""
     procs = []
     for job in jobs:
         cmd, env, log = prepare(job, seconds, bundle)
-        threads = "1" if regime == "together" else "2"
+        threads = "2" if regime == "alone" else "1"
         if regime == "together":
             cmd = ["taskset", "-c", str(job["core"])] + cmd
+        elif regime == "steps":
+            cmd = ["nice", "-n", "19"] + cmd
         env = {**environment(), **env, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
         job.update(threads=int(threads), log=str(log), command=" ".join(cmd))
         out = open(Path(job["run_dir"]) / "stdout.txt", "w")
@@ -174,13 +206,13 @@ def seq_len_of(script: str, env: dict) -> int:
 
 def plan(rows: list[str], seeds: list[int], regime: str, out: Path, tag: str) -> list[list[dict]]:
     """Jobs seed by seed (rows interleaved), grouped in pairs (together) or singly (alone)."""
-    jobs = []
+    jobs, rows = [], [r for spec in rows for r in ROW_GROUPS.get(spec, [spec])]
     for seed in seeds:
         for spec in rows:
             label, script, env = parse_row(spec)
             jobs.append(dict(row=label, spec=spec, script=script, env=env, seed=seed, regime=regime, tag=tag,
                              seq_len=seq_len_of(script, env)))
-    size = 2 if regime == "together" else 1
+    size = 1 if regime == "alone" else 2
     groups = [jobs[i:i + size] for i in range(0, len(jobs), size)]
     for g, group in enumerate(groups):
         for j, job in enumerate(group):  # a row may come twice in a seed (more reference runs)
@@ -190,12 +222,19 @@ def plan(rows: list[str], seeds: list[int], regime: str, out: Path, tag: str) ->
 
 
 def run(args) -> int:
+    if (args.regime == "steps") != (args.iterations > 0):
+        raise SystemExit("--regime steps goes with --iterations N (and only it)")
     groups = plan(args.rows, args.seeds, args.regime, Path(args.out), args.tag)
     bundle = build_file(None, False, False)
+    if args.iterations:  # a fixed number of steps, no wall clock: the lr warmdown counts steps
+        for job in (j for g in groups for j in g):
+            job["env"] = {**job["env"], "ITERATIONS": str(args.iterations)}
+            job["regime"] = f"steps{args.iterations}"
+        args.seconds = 0.0
     results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)
     for group in groups:
-        with timed_lock():
+        with timed_lock() if args.regime != "steps" else contextlib.nullcontext():
             start, t0 = loadavg(), time.time()
             launch_group(group, args.regime, args.seconds, bundle)
             end = loadavg()
@@ -264,7 +303,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
-    r.add_argument("--regime", choices=("together", "alone"), required=True)
+    r.add_argument("--regime", choices=("together", "alone", "steps"), required=True)
+    r.add_argument("--iterations", type=int, default=0, help="regime steps: train exactly N steps (untimed, no lock)")
     r.add_argument("--rows", nargs="+", default=["official", "parity"])
     r.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
     r.add_argument("--seconds", type=float, default=600.0)
@@ -272,7 +312,7 @@ def main(argv=None) -> int:
     r.add_argument("--out", default=str(REPO / "runs" / "parity"))
     q = sub.add_parser("report")
     q.add_argument("--tag", nargs="+", required=True, help="one or more tags, pooled")
-    q.add_argument("--regime", choices=("together", "alone"))
+    q.add_argument("--regime", help="together, alone or stepsN")
     q.add_argument("--ref", default="official")
     for sp in (r, q):
         sp.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "parity.jsonl"))
