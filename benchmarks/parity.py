@@ -13,7 +13,7 @@ group of jobs (a pair, or one alone run, with the untimed re-scoring after it) h
 A row is a name of ROWS or `LABEL=BASE+KEY=VAL+KEY=VAL` (env overrides on top of row BASE).
 `--regime steps --iterations N` is the untimed control: every run trains exactly N steps (the
 warmdown then counts steps, which is what the wall-clock rule gives at a constant step time), two
-at a time at the lowest CPU priority, without the lock: quality per step, free of the load.
+at a time at a lower CPU priority (nice 5), without the lock: quality per step, free of the load.
 
 Scores: the official script scores ((N-1)//seq_len)*seq_len val targets (130,560 of the val head's
 131,071 at seq 512); our rows are re-scored on that same truncated set (`lila_golf eval
@@ -145,7 +145,7 @@ def prepare(job: dict, seconds: float, bundle: str) -> tuple[list[str], dict, Pa
 
 def launch_group(jobs: list[dict], regime: str, seconds: float, bundle: str) -> None:
     """Run the jobs at once (together: pinned, 1 thread each; alone: one job, 2 threads; steps:
-    untimed, 1 thread each at the lowest priority)."""
+    untimed, 1 thread each at nice 5)."""
     procs = []
     for job in jobs:
         cmd, env, log = prepare(job, seconds, bundle)
@@ -153,7 +153,7 @@ def launch_group(jobs: list[dict], regime: str, seconds: float, bundle: str) -> 
         if regime == "together":
             cmd = ["taskset", "-c", str(job["core"])] + cmd
         elif regime == "steps":
-            cmd = ["nice", "-n", "19"] + cmd
+            cmd = ["nice", "-n", "5"] + cmd
         env = {**environment(), **env, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
         job.update(threads=int(threads), log=str(log), command=" ".join(cmd))
         out = open(Path(job["run_dir"]) / "stdout.txt", "w")
