@@ -124,3 +124,41 @@ def test_complementary_training_weights(mini_data):
     assert torch.allclose(lm_loss(logits, y, torch.ones_like(w)), lm_loss(logits, y))
     assert w.min() < 0.9
     assert not torch.allclose(lm_loss(logits, y, w), lm_loss(logits, y))
+
+
+def _swa_trainer(mini_data, sp1024_model, **env):
+    import torch
+    from lila_golf.core.config import DistEnv
+    from lila_golf.core.train import Trainer, build_model
+    hp = Hyperparameters.from_env({"PRESET": "test", "DATA_PATH": str(mini_data), "TOKENIZER_PATH": str(sp1024_model),
+                                   "SWA_EVERY": "1", **env})
+    torch.manual_seed(0)
+    device = torch.device("cpu")
+    return Trainer(hp, DistEnv(), device, None, build_model(hp, device), log=lambda line: None)
+
+
+def test_swa_snapshots_only_in_the_warmdown(mini_data, sp1024_model):
+    """Issue 14 item 5: the lr warmup's low scale (0.2 at step 0 here) is not the warmdown. Test preset:
+    20 iterations, warmup 5, warmdown by steps over the last 5: factor (20 - step) / 5 < 0.5 at 18, 19."""
+    import torch
+    trainer = _swa_trainer(mini_data, sp1024_model, WARMUP_STEPS="5")
+    expected = {}
+    for step in range(20):
+        trainer.step(step, 0.0)
+        if step >= 18:
+            expected = {k: expected.get(k, 0) + v.detach().clone() for k, v in trainer.model.state_dict().items()}
+        if step == 4:
+            assert trainer.swa.count == 0, "snapshot taken during the lr warmup"
+    assert trainer.swa.count == 2
+    trainer.swa.copy_to(trainer.model)
+    for k, v in trainer.model.state_dict().items():
+        assert torch.allclose(v, expected[k] / 2, atol=1e-6), k
+
+
+def test_compile_warmup_resets_swa(mini_data, sp1024_model):
+    """The restored warm-up steps (here 20 of a 20-step run, so they reach the warmdown) leave no snapshot."""
+    from lila_golf.core.train import compile_warmup
+    trainer = _swa_trainer(mini_data, sp1024_model, WARMUP_STEPS="0")
+    compile_warmup(trainer, 20)
+    assert trainer.swa.count == 0
+    assert all(float(s.abs().sum()) == 0 for s in trainer.swa.sums.values())

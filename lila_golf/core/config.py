@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 ARTIFACT_LIMIT_BYTES = 16_000_000  # the challenge's cap on code + model bytes (decimal)
 GEOMETRY_ATTN_CHOICES = ("none", "e8", "leech_frozen", "leech_metric")
 GEOMETRY_QUANT_MODES = ("off", "st", "soft")
+WEIGHT_INITS = ("orthogonal", "linear_default")
 
 # Features a record file may leave out (`python -m lila_golf bundle --preset NAME`): the fields that
 # switch each one on, with their off values, and the core modules that implement it. A preset that
@@ -50,6 +51,16 @@ PRESETS: dict[str, dict[str, object]] = {
         num_layers=6, model_dim=256, num_heads=4, num_kv_heads=2, mlp_mult=3, train_seq_len=512,
         train_batch_tokens=16384, grad_accum_total=1, iterations=100000, warmup_steps=10,
         warmdown_steps=150, val_loss_every=0, train_log_every=25, max_wallclock_seconds=600.0,
+    ),
+    # the challenge's baseline script (openai/parameter-golf train_gpt.py) as it runs: 9 x d512, seq 1024,
+    # 524,288 tokens a step in 8 // world_size micro-batches, no lr warmup (its 20 warm-up steps are
+    # run and undone), wall-clock warmdown 1200 steps, nn.Linear's default init; the same env
+    # variables scale it down exactly as they scale the original (benchmarks/parity.py)
+    "baseline": dict(
+        num_layers=9, model_dim=512, num_heads=8, num_kv_heads=4, mlp_mult=2, train_seq_len=1024,
+        train_batch_tokens=524288, grad_accum_total=8, iterations=20000, warmup_steps=0,
+        warmup_restore_steps=20, warmdown_steps=1200, val_loss_every=1000, train_log_every=200,
+        max_wallclock_seconds=600.0, weight_init="linear_default",
     ),
     # full size for 8xH100, shaped like the public records (11 layers, d 512, int6); MLP 2x so the
     # projected artifact fits: see README "Record preset size projection"
@@ -88,6 +99,9 @@ class Hyperparameters:
     grad_accum_total: int = 8  # micro-batches per step summed over all ranks (8 // world_size each)
     warmup_steps: int = 20
     warmdown_steps: int = 1200
+    # steps run and then undone (initial weights, optimiser state and data position restored) before
+    # the clock starts, as the challenge baseline does; 0 = none (CUDA with COMPILE=1 runs 20 anyway)
+    warmup_restore_steps: int = 0
     val_loss_every: int = 0
     val_batch_tokens: int = 65536
     train_log_every: int = 100
@@ -123,6 +137,7 @@ class Hyperparameters:
     e8_adapter: bool = model_field(False)  # tied 8-dim E8 bottleneck adapter per block
     leech_loss_weight: float = model_field(0.0)  # lambda of the Leech resonance loss on the final hidden state
     leech_loss_max_blocks: int = model_field(4096)  # 24-dim blocks sampled per step for that loss (0 = all; ~12 CPU-s per 175k)
+    weight_init: str = "orthogonal"  # orthogonal | linear_default (the challenge baseline's); not in the artifact
     # --- optimiser ---
     matrix_lr: float = 0.04
     embed_lr: float = 0.05
@@ -139,7 +154,7 @@ class Hyperparameters:
     grad_clip_norm: float = 0.0
     # --- weight averaging ---
     ema_decay: float = 0.0  # 0 = off
-    swa_every: int = 0  # 0 = off; else snapshot every N steps once the lr scale drops below 0.5
+    swa_every: int = 0  # 0 = off; else snapshot every N steps once the warmdown factor drops below 0.5 (never in the lr warmup)
     # --- complementary training ---
     complement_alpha: float = 0.0  # per-token weight 1 - alpha * p_bigram(target)
     # --- export and evaluation ---
@@ -188,6 +203,8 @@ class Hyperparameters:
             if getattr(self, name) != off:
                 raise ValueError(f"{name.upper()}={getattr(self, name)!r} switches on {feature}, which this record "
                                  f"file leaves out: run the complete train_gpt.py (`python -m lila_golf bundle`)")
+        if self.weight_init not in WEIGHT_INITS:
+            raise ValueError(f"WEIGHT_INIT={self.weight_init!r} is not one of {WEIGHT_INITS}")
         GPTConfig.from_hparams(self)  # the architecture checks itself
         validate_eval(self)
 

@@ -234,16 +234,27 @@ def lr_scale(step: int, elapsed_ms: float, *, warmup_steps: int, warmdown_steps:
              iterations: int, max_wallclock_ms) -> float:
     """Learning-rate multiplier in [0, 1] for the step about to be taken (step counts from 0).
 
-    Warmup: (step + 1) / warmup_steps for the first warmup_steps steps.
-    Warmdown by steps: (iterations - step) / warmdown_steps over the last warmdown_steps steps.
-    Warmdown by time (max_wallclock_ms set and > 0), the challenge baseline's rule: with the mean
-    step time elapsed_ms / step, warmdown_ms = warmdown_steps * step_ms and remaining_ms =
-    max_wallclock_ms - elapsed_ms; the scale is remaining_ms / warmdown_ms once remaining_ms <=
-    warmdown_ms. With both set, the smaller multiplier wins (whichever end comes first).
+    Warmup: (step + 1) / warmup_steps for the first warmup_steps steps; then the smaller of that
+    and `warmdown_scale`.
     """
     scale = 1.0
     if warmup_steps > 0 and step < warmup_steps:
         scale = (step + 1) / warmup_steps
+    return min(scale, warmdown_scale(step, elapsed_ms, warmdown_steps=warmdown_steps,
+                                     iterations=iterations, max_wallclock_ms=max_wallclock_ms))
+
+
+def warmdown_scale(step: int, elapsed_ms: float, *, warmdown_steps: int, iterations: int,
+                   max_wallclock_ms) -> float:
+    """The warmdown factor of the lr alone: 1.0 before the warmdown, then falling to 0.
+
+    By steps: (iterations - step) / warmdown_steps over the last warmdown_steps steps.
+    By time (max_wallclock_ms set and > 0), the challenge baseline's rule: with the mean step time
+    elapsed_ms / step, warmdown_ms = warmdown_steps * step_ms and remaining_ms = max_wallclock_ms -
+    elapsed_ms; the factor is remaining_ms / warmdown_ms once remaining_ms <= warmdown_ms. With
+    both set, the smaller factor wins (whichever end comes first).
+    """
+    scale = 1.0
     if warmdown_steps <= 0:
         return scale
     if iterations > 0 and step >= iterations - warmdown_steps:
@@ -255,6 +266,12 @@ def lr_scale(step: int, elapsed_ms: float, *, warmup_steps: int, warmdown_steps:
         if remaining_ms <= warmdown_ms:
             scale = min(scale, remaining_ms / max(warmdown_ms, 1e-9))
     return scale
+
+
+def swa_snapshot_due(step: int, every: int, warmup_steps: int, warmdown: float) -> bool:
+    """SWA takes a snapshot every `every` steps once the warmdown factor is below 0.5, never while
+    the lr is still warming up (there a low lr scale means the start of training, not the end)."""
+    return every > 0 and step >= warmup_steps and warmdown < 0.5 and step % every == 0
 
 
 def muon_momentum_at(step: int, *, start: float, end: float, warmup_steps: int) -> float:

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .config import ARTIFACT_LIMIT_BYTES, Hyperparameters, dist_env
 from .data import DistributedTokenLoader, build_byte_tables, data_source_label, load_tokenizer, load_val_tokens, read_shard, shard_file, shard_paths, target_bytes, tokenizer_sha256
 from .model import GPT, GPTConfig, count_params
-from .optim import EMA, SWA, build_optimizers, lr_scale, muon_momentum_at
+from .optim import EMA, SWA, build_optimizers, lr_scale, muon_momentum_at, swa_snapshot_due, warmdown_scale
 from .artifact import load_artifact, read_artifact_header, save_artifact
 from .telemetry import weight_telemetry
 from .checkpoint import flatten_optimizer_state, parse_checkpoint, save_checkpoint, unflatten_optimizer_state
@@ -84,7 +84,7 @@ def bigram_probs(pattern: str, vocab_size: int, max_tokens: int = 20_000_000) ->
 
 
 def build_model(hp, device) -> GPT:
-    return GPT(GPTConfig.from_hparams(hp)).to(device)
+    return GPT(GPTConfig.from_hparams(hp), weight_init=hp.weight_init).to(device)
 
 
 def optimizer_kwargs(hp, device) -> dict:
@@ -186,8 +186,11 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update(self.model)
-        if self.swa is not None and scale < 0.5 and step % hp.swa_every == 0:
-            self.swa.add(self.model)
+        if self.swa is not None:
+            warmdown = warmdown_scale(step, elapsed_ms, warmdown_steps=hp.warmdown_steps, iterations=hp.iterations,
+                                      max_wallclock_ms=self.budget_ms)
+            if swa_snapshot_due(step, hp.swa_every, hp.warmup_steps, warmdown):
+                self.swa.add(self.model)
         return self.global_mean(total)
 
     def global_mean(self, value: float) -> float:
@@ -239,6 +242,8 @@ def compile_warmup(trainer: Trainer, steps: int) -> None:
     trainer.loader.load_state_dict(loader_state)
     if trainer.ema is not None:
         trainer.ema = EMA(trainer.model, trainer.hp.ema_decay)
+    if trainer.swa is not None:  # snapshots of the warm-up steps are not of the trained model
+        trainer.swa = SWA(trainer.model)
 
 
 def run_validation(model, val, hp, device, autocast, denv):
@@ -356,7 +361,7 @@ def read_if_exists(path: str) -> bytes:
 
 def resume_or_warm_up(trainer, hp, denv, ckpt_path, log) -> tuple[int, float]:
     """RESUME=1: continue from rank 0's checkpoint (shared as bytes: ranks need no common
-    filesystem); else with COMPILE=1 compile on a few steps and restore. (start_step, train_time_ms)."""
+    filesystem); else run the warm-up steps (WARMUP_RESTORE_STEPS, COMPILE=1) and restore them."""
     if hp.resume:
         data = broadcast_bytes(read_if_exists(ckpt_path) if denv.rank == 0 else None, 0)
         if not data:
@@ -365,8 +370,10 @@ def resume_or_warm_up(trainer, hp, denv, ckpt_path, log) -> tuple[int, float]:
         start_step, train_time_ms = trainer.load(ckpt_path, data)
         log(f"resumed_from_step:{start_step} train_time:{train_time_ms:.0f}ms")
         return start_step, train_time_ms
-    if hp.compile:
-        compile_warmup(trainer, hp.compile_warmup_steps)
+    # warm-up steps that are undone: the official script's WARMUP_RESTORE_STEPS, and compilation
+    steps = max(hp.warmup_restore_steps, hp.compile_warmup_steps if hp.compile else 0)
+    if steps > 0:
+        compile_warmup(trainer, steps)
     return 0, 0.0
 
 
