@@ -81,9 +81,11 @@ PRESETS: dict[str, dict[str, object]] = {
 }
 
 
-def model_field(default):
-    """A Hyperparameters field of the model's architecture: it goes into GPTConfig and the artifact."""
-    return field(default=default, metadata={"model": True})
+def model_field(default, optional: bool = False):
+    """A Hyperparameters field of the model's architecture: it goes into GPTConfig and the artifact.
+    optional=True: a switch added after artifacts existed; the artifact's model_config leaves it out
+    while it holds its default (off), so artifacts of the plain stack keep their bytes."""
+    return field(default=default, metadata={"model": True, "optional": optional})
 
 
 @dataclass
@@ -138,6 +140,18 @@ class Hyperparameters:
     e8_adapter: bool = model_field(False)  # tied 8-dim E8 bottleneck adapter per block
     leech_loss_weight: float = model_field(0.0)  # lambda of the Leech resonance loss on the final hidden state
     leech_loss_max_blocks: int = model_field(4096)  # 24-dim blocks sampled per step for that loss (0 = all; ~12 CPU-s per 175k)
+    # frontier switches (issue 17), all off by default: see README "The frontier stack"
+    bos_id: int = model_field(1, True)  # the document separator of the shards (BOS starts every document)
+    attn_gate_width: int = model_field(0, True)  # sparse attention output gate: per-head sigmoid of the first N input channels (0 = off)
+    attn_gate_scale: float = model_field(1.0, True)  # multiplier of the gate's logit
+    skip_gates: bool = model_field(False, True)  # U-Net skips mixed in by a per-channel sigmoid gate (lerp) instead of added
+    smear_bos_mask: bool = model_field(False, True)  # SmearGate leaves BOS positions alone: no previous-document token leaks in
+    doc_isolation: bool = model_field(False, True)  # attention never crosses a BOS (block-diagonal causal mask)
+    parallel_start: int = model_field(0, True)  # from this physical layer on: two residual lanes (attention / MLP), output their mean (0 = off)
+    loop_start: int = model_field(0, True)  # depth recurrence: physical layers loop_start..loop_end ...
+    loop_end: int = model_field(0, True)
+    num_loops: int = model_field(0, True)  # ... run 1 + num_loops times (0 = off); LOOP_ENABLE_AT says when
+    logit_softcap_neg: float = model_field(0.0, True)  # > 0: negative logits capped at -this, positive at LOGIT_SOFTCAP
     # --- optimiser ---
     matrix_lr: float = 0.04
     embed_lr: float = 0.05
@@ -152,6 +166,16 @@ class Hyperparameters:
     beta2: float = 0.95
     adam_eps: float = 1e-8
     grad_clip_norm: float = 0.0
+    muon_ns: str = "quintic"  # quintic (one fixed (a, b, c)) | polar_express (a minimax (a, b, c) per iteration)
+    muon_row_normalize: bool = False  # divide each row of the momentum by its norm before Newton-Schulz (MuonEq-R)
+    embed_beta2: float = 0.0  # Adam beta2 of the embedding group (0 = BETA2)
+    scalar_beta2: float = 0.0  # Adam beta2 of the scalar/control group (0 = BETA2)
+    scalar_weight_decay: float = 0.0  # AdamW decay of the scalar/control group (ADAM_WEIGHT_DECAY is the embeddings')
+    warmdown_frac: float = 0.0  # > 0: lr falls linearly over the last fraction of training (wall clock when capped), replacing WARMDOWN_STEPS
+    min_lr: float = 0.0  # lr floor of the warmdown, as a fraction of each group's base lr
+    loop_enable_at: float = 0.0  # fraction of training at which depth recurrence (NUM_LOOPS) switches on (0 = from the start)
+    seq_len_start: int = 0  # context-length growth: train at this length first, doubling up to TRAIN_SEQ_LEN (0 = off)
+    seq_len_warmup_frac: float = 0.0  # ... reaching TRAIN_SEQ_LEN at this fraction of training
     # --- weight averaging ---
     ema_decay: float = 0.0  # 0 = off
     swa_every: int = 0  # 0 = off; else snapshot every N steps once the lr scale drops below 0.5
@@ -188,6 +212,7 @@ class Hyperparameters:
                 raise ValueError(f"{name.upper()}={getattr(self, name)!r} switches on {feature}, which this record "
                                  f"file leaves out: run the complete train_gpt.py (`python -m lila_golf bundle`)")
         GPTConfig.from_hparams(self)  # the architecture checks itself
+        validate_schedule(self)
 
     def as_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -213,6 +238,37 @@ def validate_model(cfg) -> None:
     if (cfg.attn_geometry, cfg.e8_sidebranch, cfg.e8_adapter) != ("none", "off", False):
         validate_geometry(cfg.attn_geometry, cfg.model_dim, cfg.num_heads, cfg.e8_sidebranch,
                           cfg.e8_temperature, cfg.e8_adapter)
+    validate_frontier(cfg)
+
+
+def validate_frontier(cfg) -> None:
+    """Checks of the frontier switches (attention gate, lanes, loop, softcaps), each naming its variable."""
+    if not 0 <= cfg.attn_gate_width <= cfg.model_dim:
+        raise ValueError(f"ATTN_GATE_WIDTH={cfg.attn_gate_width} must be in 0..MODEL_DIM={cfg.model_dim}")
+    if cfg.parallel_start and not 0 < cfg.parallel_start < cfg.num_layers:
+        raise ValueError(f"PARALLEL_START={cfg.parallel_start} must be in 1..{cfg.num_layers - 1} (0 = off)")
+    if cfg.parallel_start and (cfg.e8_sidebranch != "off" or cfg.e8_adapter):
+        raise ValueError("PARALLEL_START does not combine with E8_SIDEBRANCH / E8_ADAPTER")
+    if cfg.num_loops < 0 or (cfg.num_loops and not 0 <= cfg.loop_start <= cfg.loop_end < cfg.num_layers):
+        raise ValueError(f"NUM_LOOPS={cfg.num_loops} needs 0 <= LOOP_START={cfg.loop_start} <= "
+                         f"LOOP_END={cfg.loop_end} < NUM_LAYERS={cfg.num_layers}")
+    if cfg.num_loops and cfg.recur_layers:
+        raise ValueError("NUM_LOOPS and RECUR_LAYERS are two forms of depth recurrence: set one")
+    if cfg.logit_softcap_neg < 0 or (cfg.logit_softcap_neg and cfg.logit_softcap <= 0):
+        raise ValueError(f"LOGIT_SOFTCAP_NEG={cfg.logit_softcap_neg} needs LOGIT_SOFTCAP > 0 (the positive cap)")
+
+
+def validate_schedule(hp) -> None:
+    """Checks of the optimiser/schedule options of issue 17, each naming its variable."""
+    if hp.muon_ns not in ("quintic", "polar_express"):
+        raise ValueError(f"MUON_NS={hp.muon_ns!r} is not quintic or polar_express")
+    for name in ("warmdown_frac", "min_lr", "loop_enable_at", "seq_len_warmup_frac"):
+        if not 0.0 <= getattr(hp, name) <= 1.0:
+            raise ValueError(f"{name.upper()}={getattr(hp, name)} must be in [0, 1]")
+    if hp.loop_enable_at and not hp.num_loops:
+        raise ValueError("LOOP_ENABLE_AT needs NUM_LOOPS > 0")
+    if not 0 <= hp.seq_len_start <= hp.train_seq_len:
+        raise ValueError(f"SEQ_LEN_START={hp.seq_len_start} must be in 0..TRAIN_SEQ_LEN={hp.train_seq_len}")
 
 
 def validate_geometry(attn_geometry: str, model_dim: int, num_heads: int, e8_sidebranch: str = "off",
@@ -245,8 +301,15 @@ def _from_hparams(cls, hp):
 # The model's config: exactly the model_field fields of Hyperparameters, in their order (the keys of
 # the artifact header's model_config), validated on construction.
 GPTConfig = dataclasses.make_dataclass(
-    "GPTConfig", [(f.name, f.type, field(default=f.default)) for f in fields(Hyperparameters) if f.metadata.get("model")],
+    "GPTConfig", [(f.name, f.type, field(default=f.default, metadata=f.metadata)) for f in fields(Hyperparameters) if f.metadata.get("model")],
     namespace={"__post_init__": validate_model, "from_hparams": classmethod(_from_hparams)})
+
+
+def artifact_model_config(cfg) -> dict:
+    """The model_config an artifact records: every field, except optional switches left at their
+    default (so adding a switch does not change the bytes of artifacts that do not use it)."""
+    return {f.name: getattr(cfg, f.name) for f in fields(cfg)
+            if not (f.metadata.get("optional") and getattr(cfg, f.name) == f.default)}
 
 
 def layer_list(spec: str) -> list[int]:
@@ -2655,9 +2718,15 @@ class CausalSelfAttention(nn.Module):
         self.use_value_residual = cfg.value_residual and layer > 0
         if self.use_value_residual:
             self.v_mix = nn.Parameter(torch.tensor(0.5))  # weight of this layer's own values
+        self.use_qk_norm = True  # runtime switch (tests): RMSNorm of q and k, so |logit| <= q_gain * sqrt(hd)
+        self.gate_width, self.gate_scale = cfg.attn_gate_width, cfg.attn_gate_scale
+        if self.gate_width:  # sparse output gate (PR #1787): zero init = every head at sigmoid(0) = 0.5
+            self.attn_gate = nn.Parameter(torch.zeros(cfg.num_heads, self.gate_width))
+            self.attn_gate._optim_group = "scalar"
 
-    def forward(self, x, v_first=None, value_embed=None):
-        """x: (B, T, D); v_first: (B, T, K, hd) from layer 0; value_embed: (B, T, K*hd) or None."""
+    def forward(self, x, v_first=None, value_embed=None, docs=None):
+        """x: (B, T, D); v_first: (B, T, K, hd) from layer 0; value_embed: (B, T, K*hd) or None;
+        docs: document layout from `doc_layout` (attention stays inside each document) or None."""
         B, T, _ = x.shape
         if self.leech_frozen is not None:
             q, k = self.leech_frozen(x, self.num_heads, self.num_kv_heads)
@@ -2670,7 +2739,8 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, self.num_kv_heads, self.head_dim)
         if self.use_value_residual and v_first is not None:
             v = self.v_mix * v + (1 - self.v_mix) * v_first
-        q, k = rms_norm(q), rms_norm(k)
+        if self.use_qk_norm:
+            q, k = rms_norm(q), rms_norm(k)
         # E8 bias channels from the pre-RoPE q, k; the Leech metric before RoPE keeps scores relative
         e8_extra = self.e8_bias.features(q, k) if self.e8_bias is not None else None
         if self.leech_metric is not None:
@@ -2681,13 +2751,60 @@ class CausalSelfAttention(nn.Module):
         if e8_extra is not None:  # logits + E8 bias = [q, q_extra].[k, k_extra] / sqrt(hd)
             q, k = torch.cat((q, e8_extra[0].to(q.dtype)), -1), torch.cat((k, e8_extra[1].to(k.dtype)), -1)
             scale = 1.0 / math.sqrt(self.head_dim)
-        y = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, scale=scale,
-            enable_gqa=self.num_kv_heads != self.num_heads,
-        ).transpose(1, 2)  # (B, T, H, hd)
+        if docs is not None:
+            y = doc_attention(q, k, v, docs, scale)
+        else:
+            y = F.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, scale=scale,
+                enable_gqa=self.num_kv_heads != self.num_heads,
+            ).transpose(1, 2)  # (B, T, H, hd)
         if self.use_xsa:
             y = exclusive_self_attention(y, v)
+        if self.gate_width:  # gate (B, T, H) from the token's own first channels only: causal
+            gate = torch.sigmoid(self.gate_scale * F.linear(x[..., :self.gate_width], self.attn_gate.to(x.dtype)))
+            y = y * gate[..., None]
         return self.proj(y.reshape(B, T, -1)), v
+
+
+def doc_layout(idx: torch.Tensor, bos_id: int):
+    """Where documents lie in a batch (every document starts with BOS; tokens before the first BOS of
+    a row are one document). On CUDA with flash-attn installed: ("varlen", cu_seqlens, max_len) over
+    the flattened batch; else ("mask", (B, 1, T, T) bool): causal and within one document."""
+    B, T = idx.shape
+    starts = idx == bos_id
+    starts[:, 0] = True
+    if idx.is_cuda and _varlen_flash() is not None:
+        where = torch.nonzero(starts.reshape(-1)).flatten()
+        cu = torch.cat((where, where.new_tensor([B * T]))).to(torch.int32)
+        return ("varlen", cu, int((cu[1:] - cu[:-1]).max()))
+    doc = torch.cumsum(starts, dim=1)  # (B, T) document number within the row
+    causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
+    return ("mask", (causal & (doc[:, :, None] == doc[:, None, :]))[:, None])
+
+
+def _varlen_flash():
+    """flash_attn_varlen_func of FlashAttention 3 or 2 when installed, else None."""
+    try:
+        from flash_attn_interface import flash_attn_varlen_func
+    except ImportError:
+        try:
+            from flash_attn import flash_attn_varlen_func
+        except ImportError:
+            return None
+    return flash_attn_varlen_func
+
+
+def doc_attention(q, k, v, docs, scale=None) -> torch.Tensor:
+    """Causal attention that never crosses a document start. q: (B, T, H, hd); k, v: (B, T, K, hd)."""
+    B, T, H, hd = q.shape
+    if docs[0] == "varlen":  # packed (B*T, heads, hd); the kernel takes GQA as is
+        _, cu, max_len = docs
+        out = _varlen_flash()(q.reshape(B * T, H, -1), k.reshape(B * T, k.size(2), -1), v.reshape(B * T, v.size(2), -1),
+                              cu, cu, max_len, max_len, causal=True, softmax_scale=scale)
+        return (out[0] if isinstance(out, tuple) else out).reshape(B, T, H, -1)
+    y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=docs[1],
+                                       scale=scale, enable_gqa=k.size(2) != H)
+    return y.transpose(1, 2)
 
 
 def exclusive_self_attention(y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -2723,10 +2840,18 @@ class Block(nn.Module):
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(cfg.model_dim), torch.zeros(cfg.model_dim))))
         self.e8_side = E8SideBranch(cfg.model_dim, cfg.e8_sidebranch, cfg.e8_temperature) if cfg.e8_sidebranch != "off" else None
         self.e8_adapter = E8Adapter(cfg.model_dim, cfg.e8_temperature) if cfg.e8_adapter else None
+        self.use_x0 = True  # runtime switch (tests): the x0 lane (resid_mix)
+        if cfg.parallel_start and layer >= cfg.parallel_start:
+            # lane_lambdas[s, l]: weight of sublayer s (0 attention, 1 MLP) written into lane l
+            self.lane_lambdas = nn.Parameter(torch.ones(2, 2))
+            self.lane_lambdas._optim_group = "scalar"
 
-    def forward(self, x, x0, ln_gain: float, v_first=None, value_embed=None):
-        x = self.resid_mix[0] * x + self.resid_mix[1] * x0
-        attn_out, v = self.attn(rms_norm(x) * ln_gain, v_first, value_embed)
+    def mix_x0(self, x, x0):
+        return self.resid_mix[0] * x + self.resid_mix[1] * x0 if self.use_x0 else x
+
+    def forward(self, x, x0, ln_gain: float, v_first=None, value_embed=None, docs=None):
+        x = self.mix_x0(x, x0)
+        attn_out, v = self.attn(rms_norm(x) * ln_gain, v_first, value_embed, docs)
         x = x + self.attn_scale * attn_out
         x = x + self.mlp_scale * self.mlp(rms_norm(x) * ln_gain)
         if self.e8_side is not None:
@@ -2734,6 +2859,17 @@ class Block(nn.Module):
         if self.e8_adapter is not None:
             x = x + self.e8_adapter(rms_norm(x))
         return x, v
+
+    def forward_lanes(self, lanes, x0, ln_gain: float, v_first=None, value_embed=None, docs=None):
+        """Parallel residual lanes (PR #1530): attention reads lane 0, the MLP lane 1, and each writes
+        into both with learned weights. With every weight 1 the lanes stay equal and this is forward()."""
+        w = self.lane_lambdas.to(lanes[0].dtype)
+        l0, l1 = self.mix_x0(lanes[0], x0), self.mix_x0(lanes[1], x0)
+        attn_out, v = self.attn(rms_norm(l0) * ln_gain, v_first, value_embed, docs)
+        a = self.attn_scale * attn_out
+        l0, l1 = l0 + w[0, 0] * a, l1 + w[0, 1] * a
+        m = self.mlp_scale * self.mlp(rms_norm(l1) * ln_gain)
+        return (l0 + w[1, 0] * m, l1 + w[1, 1] * m), v
 
 
 class SmearGate(nn.Module):
@@ -2743,9 +2879,13 @@ class SmearGate(nn.Module):
         super().__init__()
         self.gate = nn.Parameter(torch.full((dim,), -2.0))
 
-    def forward(self, x):
+    def forward(self, x, not_bos=None):
+        """not_bos: (B, T) bool or None; where False (a BOS) the position keeps its own embedding,
+        so the last token of a document never reaches the next document (PR #1855's fix)."""
         prev = F.pad(x[:, :-1], (0, 0, 1, 0))  # (B, T, D), zeros before the first token
         g = torch.sigmoid(self.gate)
+        if not_bos is not None:
+            g = g * not_bos[..., None].to(g.dtype)  # (B, T, D)
         return (1 - g) * x + g * prev
 
 
@@ -2759,8 +2899,11 @@ class BigramHash(nn.Module):
         self.proj = nn.Linear(dim, model_dim, bias=False)
         self.proj._zero_init = True
 
-    def forward(self, idx):
+    def forward(self, idx, bos=None):
+        """bos: (B, T) bool or None; a BOS position then hashes as 'no previous' (document isolation)."""
         prev = F.pad(idx[:, :-1], (1, 0), value=-1)
+        if bos is not None:
+            prev = prev.masked_fill(bos, -1)
         h = (prev * 1000003 + idx * 97) % (self.buckets - 1)
         h = torch.where(prev < 0, torch.full_like(h, self.buckets - 1), h)
         return self.proj(self.embed(h))
@@ -2774,7 +2917,13 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
         self.schedule = layer_schedule(cfg.num_layers, layer_list(cfg.recur_layers))
         self.num_skips = cfg.num_layers // 2
+        if cfg.num_loops:  # built looping; the trainer switches the loop off until LOOP_ENABLE_AT
+            self.schedule = loop_schedule(cfg.num_layers, cfg.loop_start, cfg.loop_end, cfg.num_loops)
+            self.num_skips = len(self.schedule) // 2
         self.skip_weights = nn.Parameter(torch.ones(self.num_skips, cfg.model_dim))
+        if cfg.skip_gates:  # zero init: sigmoid 0.5, an even mix of the stream and the weighted skip
+            self.skip_gates = nn.Parameter(torch.zeros(self.num_skips, cfg.model_dim))
+            self.skip_gates._optim_group = "scalar"
         self.smear = SmearGate(cfg.model_dim) if cfg.smear_gate else None
         self.bigram = BigramHash(cfg.bigram_hash_buckets, cfg.bigram_dim, cfg.model_dim) if cfg.bigram_hash_buckets else None
         self.ve_layers = layer_list(cfg.value_embed_layers)
@@ -2805,34 +2954,67 @@ class GPT(nn.Module):
         return self.head(self.hidden(idx))
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
-        """Final hidden state (B, T, D) -> softcapped logits through the tied embedding."""
+        """Final hidden state (B, T, D) -> softcapped logits through the tied embedding: in
+        (-LOGIT_SOFTCAP_NEG, LOGIT_SOFTCAP) when the negative cap is set, else +-LOGIT_SOFTCAP."""
         logits = F.linear(rms_norm(x), self.tok_emb.weight)
-        cap = self.cfg.logit_softcap
+        cap, neg = self.cfg.logit_softcap, self.cfg.logit_softcap_neg
+        if neg > 0:
+            return torch.where(logits > 0, cap * torch.tanh(logits / cap), neg * torch.tanh(logits / neg))
         return cap * torch.tanh(logits / cap) if cap > 0 else logits
+
+    def set_looping(self, on: bool) -> None:
+        """Depth recurrence (NUM_LOOPS) on or off; a compiled model recompiles for the new schedule."""
+        cfg = self.cfg
+        full = loop_schedule(cfg.num_layers, cfg.loop_start, cfg.loop_end, cfg.num_loops)
+        self.schedule = full if on else list(range(cfg.num_layers))
+
+    def embed(self, idx: torch.Tensor) -> tuple:
+        """idx (B, T) -> (x0 (B, T, D), document layout or None)."""
+        cfg = self.cfg
+        bos = idx == cfg.bos_id if cfg.smear_bos_mask or cfg.doc_isolation else None
+        x = self.tok_emb(idx)
+        if self.bigram is not None:
+            x = x + self.bigram(idx, bos if cfg.doc_isolation else None)
+        if self.smear is not None:
+            x = self.smear(x, ~bos if cfg.smear_bos_mask else None)
+        return rms_norm(x), doc_layout(idx, cfg.bos_id) if cfg.doc_isolation else None
+
+    def add_skip(self, x, skip, i: int):
+        """U-Net skip i into the stream: added with a per-channel weight, or, with SKIP_GATES, mixed
+        in as lerp(weight * skip, x, sigmoid(gate)): a convex per-channel mix of the two."""
+        if not self.cfg.skip_gates:
+            return x + self.skip_weights[i] * skip
+        return torch.lerp(self.skip_weights[i] * skip, x, torch.sigmoid(self.skip_gates[i]).to(x.dtype))
 
     def hidden(self, idx: torch.Tensor) -> torch.Tensor:
         """idx: (B, T) -> final hidden state (B, T, D), before the last norm."""
-        x = self.tok_emb(idx)
-        if self.bigram is not None:
-            x = x + self.bigram(idx)
-        if self.smear is not None:
-            x = self.smear(x)
-        x = x0 = rms_norm(x)
+        x, docs = self.embed(idx)
+        x0, lanes = x, None
         ve = self.value_embed(idx) if self.ve_layers else None
         skips, v_first, n = [], None, len(self.schedule)
+        num_skips = min(self.num_skips, n // 2)  # fewer pairs while a loop is off
         for pos, layer in enumerate(self.schedule):
-            if self.use_unet and pos >= n - self.num_skips and skips:
-                x = x + self.skip_weights[n - 1 - pos] * skips.pop()
+            if self.use_unet and pos >= n - num_skips and skips:
+                skip = skips.pop()
+                if lanes is None:
+                    x = self.add_skip(x, skip, n - 1 - pos)
+                else:
+                    lanes = tuple(self.add_skip(lane, skip, n - 1 - pos) for lane in lanes)
             ln_gain = 1.0 / math.sqrt(pos + 1) if self.use_ln_scale else 1.0
             layer_ve = None
             if layer in self.ve_layers:
                 layer_ve = self.ve_scale[self.ve_layers.index(layer)] * ve
-            x, v = self.blocks[layer](x, x0, ln_gain, v_first, layer_ve)
+            if lanes is None and self.cfg.parallel_start and layer >= self.cfg.parallel_start:
+                lanes = (x, x)  # the stream splits into two lanes and stays split
+            if lanes is None:
+                x, v = self.blocks[layer](x, x0, ln_gain, v_first, layer_ve, docs)
+            else:
+                lanes, v = self.blocks[layer].forward_lanes(lanes, x0, ln_gain, v_first, layer_ve, docs)
             if v_first is None:
                 v_first = v
-            if self.use_unet and pos < self.num_skips:
-                skips.append(x)
-        return x
+            if self.use_unet and pos < num_skips:
+                skips.append(x if lanes is None else 0.5 * (lanes[0] + lanes[1]))
+        return x if lanes is None else 0.5 * (lanes[0] + lanes[1])
 
     def loss(self, idx, targets, weights=None) -> torch.Tensor:
         """Training objective: cross-entropy, plus the Leech resonance term when it is on."""
@@ -2860,6 +3042,12 @@ def layer_schedule(num_layers: int, recur_layers: list[int]) -> list[int]:
     recur = sorted(recur_layers)
     last = recur[-1]
     return list(range(last + 1)) + recur + list(range(last + 1, num_layers))
+
+
+def loop_schedule(num_layers: int, start: int, end: int, num_loops: int) -> list[int]:
+    """Physical block per virtual layer when layers start..end run 1 + num_loops times in a row:
+    11 layers, 3..5, 2 loops -> [0, 1, 2, 3, 4, 5, 3, 4, 5, 3, 4, 5, 6, 7, 8, 9, 10]."""
+    return list(range(end + 1)) + list(range(start, end + 1)) * num_loops + list(range(end + 1, num_layers))
 
 
 def count_params(model: nn.Module) -> int:
@@ -3082,9 +3270,9 @@ def export_and_roundtrip(trainer, hp, denv, device, autocast, val, log, run_dir,
     if denv.rank == 0:
         state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
         if hp.save_float_weights:  # not part of the artifact: for quantisation studies
-            save_checkpoint(os.path.join(run_dir, "final_weights.lgck"), state, {"model_config": GPTConfig.from_hparams(hp).__dict__})
+            save_checkpoint(os.path.join(run_dir, "final_weights.lgck"), state, {"model_config": artifact_model_config(GPTConfig.from_hparams(hp))})
         t0 = time.perf_counter()
-        save_artifact(artifact_path, state, model_config=GPTConfig.from_hparams(hp).__dict__,
+        save_artifact(artifact_path, state, model_config=artifact_model_config(GPTConfig.from_hparams(hp)),
                       tokenizer_sha256=tok_sha, scheme=hp.quant_scheme, codec=hp.codec, hessians=hessians)
         header = read_artifact_header(artifact_path)
         log(f"export_time_ms:{1000 * (time.perf_counter() - t0):.0f} num_params:{header['num_params']} "

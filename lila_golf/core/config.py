@@ -62,9 +62,11 @@ PRESETS: dict[str, dict[str, object]] = {
 }
 
 
-def model_field(default):
-    """A Hyperparameters field of the model's architecture: it goes into GPTConfig and the artifact."""
-    return field(default=default, metadata={"model": True})
+def model_field(default, optional: bool = False):
+    """A Hyperparameters field of the model's architecture: it goes into GPTConfig and the artifact.
+    optional=True: a switch added after artifacts existed; the artifact's model_config leaves it out
+    while it holds its default (off), so artifacts of the plain stack keep their bytes."""
+    return field(default=default, metadata={"model": True, "optional": optional})
 
 
 @dataclass
@@ -119,6 +121,18 @@ class Hyperparameters:
     e8_adapter: bool = model_field(False)  # tied 8-dim E8 bottleneck adapter per block
     leech_loss_weight: float = model_field(0.0)  # lambda of the Leech resonance loss on the final hidden state
     leech_loss_max_blocks: int = model_field(4096)  # 24-dim blocks sampled per step for that loss (0 = all; ~12 CPU-s per 175k)
+    # frontier switches (issue 17), all off by default: see README "The frontier stack"
+    bos_id: int = model_field(1, True)  # the document separator of the shards (BOS starts every document)
+    attn_gate_width: int = model_field(0, True)  # sparse attention output gate: per-head sigmoid of the first N input channels (0 = off)
+    attn_gate_scale: float = model_field(1.0, True)  # multiplier of the gate's logit
+    skip_gates: bool = model_field(False, True)  # U-Net skips mixed in by a per-channel sigmoid gate (lerp) instead of added
+    smear_bos_mask: bool = model_field(False, True)  # SmearGate leaves BOS positions alone: no previous-document token leaks in
+    doc_isolation: bool = model_field(False, True)  # attention never crosses a BOS (block-diagonal causal mask)
+    parallel_start: int = model_field(0, True)  # from this physical layer on: two residual lanes (attention / MLP), output their mean (0 = off)
+    loop_start: int = model_field(0, True)  # depth recurrence: physical layers loop_start..loop_end ...
+    loop_end: int = model_field(0, True)
+    num_loops: int = model_field(0, True)  # ... run 1 + num_loops times (0 = off); LOOP_ENABLE_AT says when
+    logit_softcap_neg: float = model_field(0.0, True)  # > 0: negative logits capped at -this, positive at LOGIT_SOFTCAP
     # --- optimiser ---
     matrix_lr: float = 0.04
     embed_lr: float = 0.05
@@ -133,6 +147,16 @@ class Hyperparameters:
     beta2: float = 0.95
     adam_eps: float = 1e-8
     grad_clip_norm: float = 0.0
+    muon_ns: str = "quintic"  # quintic (one fixed (a, b, c)) | polar_express (a minimax (a, b, c) per iteration)
+    muon_row_normalize: bool = False  # divide each row of the momentum by its norm before Newton-Schulz (MuonEq-R)
+    embed_beta2: float = 0.0  # Adam beta2 of the embedding group (0 = BETA2)
+    scalar_beta2: float = 0.0  # Adam beta2 of the scalar/control group (0 = BETA2)
+    scalar_weight_decay: float = 0.0  # AdamW decay of the scalar/control group (ADAM_WEIGHT_DECAY is the embeddings')
+    warmdown_frac: float = 0.0  # > 0: lr falls linearly over the last fraction of training (wall clock when capped), replacing WARMDOWN_STEPS
+    min_lr: float = 0.0  # lr floor of the warmdown, as a fraction of each group's base lr
+    loop_enable_at: float = 0.0  # fraction of training at which depth recurrence (NUM_LOOPS) switches on (0 = from the start)
+    seq_len_start: int = 0  # context-length growth: train at this length first, doubling up to TRAIN_SEQ_LEN (0 = off)
+    seq_len_warmup_frac: float = 0.0  # ... reaching TRAIN_SEQ_LEN at this fraction of training
     # --- weight averaging ---
     ema_decay: float = 0.0  # 0 = off
     swa_every: int = 0  # 0 = off; else snapshot every N steps once the lr scale drops below 0.5
@@ -169,6 +193,7 @@ class Hyperparameters:
                 raise ValueError(f"{name.upper()}={getattr(self, name)!r} switches on {feature}, which this record "
                                  f"file leaves out: run the complete train_gpt.py (`python -m lila_golf bundle`)")
         GPTConfig.from_hparams(self)  # the architecture checks itself
+        validate_schedule(self)
 
     def as_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -194,6 +219,37 @@ def validate_model(cfg) -> None:
     if (cfg.attn_geometry, cfg.e8_sidebranch, cfg.e8_adapter) != ("none", "off", False):
         validate_geometry(cfg.attn_geometry, cfg.model_dim, cfg.num_heads, cfg.e8_sidebranch,
                           cfg.e8_temperature, cfg.e8_adapter)
+    validate_frontier(cfg)
+
+
+def validate_frontier(cfg) -> None:
+    """Checks of the frontier switches (attention gate, lanes, loop, softcaps), each naming its variable."""
+    if not 0 <= cfg.attn_gate_width <= cfg.model_dim:
+        raise ValueError(f"ATTN_GATE_WIDTH={cfg.attn_gate_width} must be in 0..MODEL_DIM={cfg.model_dim}")
+    if cfg.parallel_start and not 0 < cfg.parallel_start < cfg.num_layers:
+        raise ValueError(f"PARALLEL_START={cfg.parallel_start} must be in 1..{cfg.num_layers - 1} (0 = off)")
+    if cfg.parallel_start and (cfg.e8_sidebranch != "off" or cfg.e8_adapter):
+        raise ValueError("PARALLEL_START does not combine with E8_SIDEBRANCH / E8_ADAPTER")
+    if cfg.num_loops < 0 or (cfg.num_loops and not 0 <= cfg.loop_start <= cfg.loop_end < cfg.num_layers):
+        raise ValueError(f"NUM_LOOPS={cfg.num_loops} needs 0 <= LOOP_START={cfg.loop_start} <= "
+                         f"LOOP_END={cfg.loop_end} < NUM_LAYERS={cfg.num_layers}")
+    if cfg.num_loops and cfg.recur_layers:
+        raise ValueError("NUM_LOOPS and RECUR_LAYERS are two forms of depth recurrence: set one")
+    if cfg.logit_softcap_neg < 0 or (cfg.logit_softcap_neg and cfg.logit_softcap <= 0):
+        raise ValueError(f"LOGIT_SOFTCAP_NEG={cfg.logit_softcap_neg} needs LOGIT_SOFTCAP > 0 (the positive cap)")
+
+
+def validate_schedule(hp) -> None:
+    """Checks of the optimiser/schedule options of issue 17, each naming its variable."""
+    if hp.muon_ns not in ("quintic", "polar_express"):
+        raise ValueError(f"MUON_NS={hp.muon_ns!r} is not quintic or polar_express")
+    for name in ("warmdown_frac", "min_lr", "loop_enable_at", "seq_len_warmup_frac"):
+        if not 0.0 <= getattr(hp, name) <= 1.0:
+            raise ValueError(f"{name.upper()}={getattr(hp, name)} must be in [0, 1]")
+    if hp.loop_enable_at and not hp.num_loops:
+        raise ValueError("LOOP_ENABLE_AT needs NUM_LOOPS > 0")
+    if not 0 <= hp.seq_len_start <= hp.train_seq_len:
+        raise ValueError(f"SEQ_LEN_START={hp.seq_len_start} must be in 0..TRAIN_SEQ_LEN={hp.train_seq_len}")
 
 
 def validate_geometry(attn_geometry: str, model_dim: int, num_heads: int, e8_sidebranch: str = "off",
@@ -226,8 +282,15 @@ def _from_hparams(cls, hp):
 # The model's config: exactly the model_field fields of Hyperparameters, in their order (the keys of
 # the artifact header's model_config), validated on construction.
 GPTConfig = dataclasses.make_dataclass(
-    "GPTConfig", [(f.name, f.type, field(default=f.default)) for f in fields(Hyperparameters) if f.metadata.get("model")],
+    "GPTConfig", [(f.name, f.type, field(default=f.default, metadata=f.metadata)) for f in fields(Hyperparameters) if f.metadata.get("model")],
     namespace={"__post_init__": validate_model, "from_hparams": classmethod(_from_hparams)})
+
+
+def artifact_model_config(cfg) -> dict:
+    """The model_config an artifact records: every field, except optional switches left at their
+    default (so adding a switch does not change the bytes of artifacts that do not use it)."""
+    return {f.name: getattr(cfg, f.name) for f in fields(cfg)
+            if not (f.metadata.get("optional") and getattr(cfg, f.name) == f.default)}
 
 
 def layer_list(spec: str) -> list[int]:

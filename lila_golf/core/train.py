@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from .config import ARTIFACT_LIMIT_BYTES, Hyperparameters, dist_env
+from .config import ARTIFACT_LIMIT_BYTES, Hyperparameters, artifact_model_config, dist_env
 from .data import DistributedTokenLoader, build_byte_tables, load_tokenizer, load_val_tokens, read_shard, shard_file, shard_paths, target_bytes, tokenizer_sha256
 from .model import GPT, GPTConfig, count_params
 from .optim import EMA, SWA, build_optimizers, lr_scale, muon_momentum_at
@@ -251,9 +251,9 @@ def export_and_roundtrip(trainer, hp, denv, device, autocast, val, log, run_dir,
     if denv.rank == 0:
         state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
         if hp.save_float_weights:  # not part of the artifact: for quantisation studies
-            save_checkpoint(os.path.join(run_dir, "final_weights.lgck"), state, {"model_config": GPTConfig.from_hparams(hp).__dict__})
+            save_checkpoint(os.path.join(run_dir, "final_weights.lgck"), state, {"model_config": artifact_model_config(GPTConfig.from_hparams(hp))})
         t0 = time.perf_counter()
-        save_artifact(artifact_path, state, model_config=GPTConfig.from_hparams(hp).__dict__,
+        save_artifact(artifact_path, state, model_config=artifact_model_config(GPTConfig.from_hparams(hp)),
                       tokenizer_sha256=tok_sha, scheme=hp.quant_scheme, codec=hp.codec, hessians=hessians)
         header = read_artifact_header(artifact_path)
         log(f"export_time_ms:{1000 * (time.perf_counter() - t0):.0f} num_params:{header['num_params']} "
