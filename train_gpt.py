@@ -362,6 +362,18 @@ def dist_env(env: dict[str, str] | None = None) -> DistEnv:
 MUON_NS_COEFFS = (3.4445, -4.7750, 2.0315)
 
 
+# Polar Express (arXiv 2505.16932; PR #1344): a minimax-optimal (a, b, c) per iteration for singular
+# values in [1e-3, 1], derived by lila_golf/research/polar_express.py (margin 0.02; a test re-derives
+# them). 5 steps map [1e-3, 1] into [0.864, 1.136]; the fixed quintic above into [0.47, 1.20].
+POLAR_EXPRESS_COEFFS = (
+    (8.305085150352143, -23.66309277945922, 16.875550587833914),
+    (4.103924065988998, -2.9319656992917635, 0.526290503562748),
+    (3.900819611420283, -2.7968737753255777, 0.5118977094559087),
+    (3.278299481012039, -2.36899819888426, 0.46660858902568425),
+    (2.2963831009087974, -1.6197818997028182, 0.3902648882006817),
+)
+
+
 # Parameter names (substrings) of small control tensors that stay with Adam even when 2-D, as in
 # the challenge baseline (attn/mlp scales, residual mixes, q gains, U-Net skip weights).
 OPTIM_SCALAR_NAME_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight")
@@ -370,16 +382,20 @@ OPTIM_SCALAR_NAME_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", 
 OPTIM_GROUP_NAMES = ("matrix", "embed", "scalar")
 
 
+MUON_NS_KINDS = ("quintic", "polar_express")
+
+
 class OptimGroupError(ValueError):
     """A parameter that the placement rules of `split_param_groups` cannot put in a group."""
 
 
-def zeropower_newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
+def zeropower_newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7, coeffs=None) -> torch.Tensor:
     """Approximate U V^T of g = U S V^T by the quintic Newton-Schulz iteration (Muon's "zeropower").
 
     g: (rows, cols). Works on the wide orientation (rows <= cols) so X X^T is the small Gram matrix.
     Computes in bfloat16 on CUDA (tensor cores; the iteration tolerates it) and float32 elsewhere;
-    returns a tensor of g's shape and dtype.
+    returns a tensor of g's shape and dtype. coeffs: one (a, b, c) per iteration (the last repeats),
+    e.g. POLAR_EXPRESS_COEFFS; None = MUON_NS_COEFFS at every iteration.
     """
     if g.ndim != 2:
         raise ValueError(f"zeropower_newton_schulz needs a 2-D matrix, got shape {tuple(g.shape)}")
@@ -390,7 +406,9 @@ def zeropower_newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) 
         x = x.T
     # Frobenius norm >= spectral norm, so every singular value starts in [0, 1].
     x = x / (x.norm() + eps)
-    for _ in range(steps):
+    for i in range(steps):
+        if coeffs is not None:
+            a, b, c = coeffs[min(i, len(coeffs) - 1)]
         gram = x @ x.T  # (rows, rows)
         poly = b * gram + c * (gram @ gram)
         x = a * x + poly @ x  # a x + b (x x^T) x + c (x x^T)^2 x
@@ -418,12 +436,15 @@ class Muon(torch.optim.Optimizer):
     """
 
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
-                 backend_steps: int = 5, weight_decay: float = 0.0):
-        if lr < 0 or not 0.0 <= momentum < 1.0 or weight_decay < 0 or backend_steps < 1:
-            raise ValueError(f"Muon: bad hyperparameters lr={lr} momentum={momentum} "
-                             f"weight_decay={weight_decay} backend_steps={backend_steps}")
+                 backend_steps: int = 5, weight_decay: float = 0.0, ns: str = "quintic",
+                 row_normalize: bool = False):
+        if lr < 0 or not 0.0 <= momentum < 1.0 or weight_decay < 0 or backend_steps < 1 or ns not in MUON_NS_KINDS:
+            raise ValueError(f"Muon: bad hyperparameters lr={lr} momentum={momentum} weight_decay={weight_decay} "
+                             f"backend_steps={backend_steps} ns={ns!r}")
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov,
                         backend_steps=backend_steps, weight_decay=weight_decay)
+        if ns != "quintic" or row_normalize:  # only when asked: the plain stack's state stays as it was
+            defaults.update(ns=ns, row_normalize=row_normalize)
         super().__init__(params, defaults)
         for group in self.param_groups:
             for p in group["params"]:
@@ -438,7 +459,10 @@ class Muon(torch.optim.Optimizer):
             state["momentum_buffer"] = torch.zeros_like(p.grad)
         buf = state["momentum_buffer"]
         buf.mul_(group["momentum"]).add_(p.grad)
-        return p.grad.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
+        g = p.grad.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
+        if group.get("row_normalize"):  # MuonEq-R: every row at unit norm before orthogonalising
+            g = g / g.float().norm(dim=-1, keepdim=True).clamp_min(1e-7).to(g.dtype)
+        return g
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -462,7 +486,8 @@ class Muon(torch.optim.Optimizer):
                 if p.grad is not None:
                     direction = self._muon_direction(p, group)
                     if i % world == rank:
-                        u = zeropower_newton_schulz(direction, steps=group["backend_steps"])
+                        coeffs = POLAR_EXPRESS_COEFFS if group.get("ns") == "polar_express" else None
+                        u = zeropower_newton_schulz(direction, steps=group["backend_steps"], coeffs=coeffs)
                         u = u * max(1.0, p.size(0) / p.size(1)) ** 0.5
                         updates[offset:offset + p.numel()] = u.reshape(-1).to(flat_dtype)
                 offset += p.numel()
@@ -539,24 +564,29 @@ def split_param_groups(model: nn.Module, scalar_patterns=OPTIM_SCALAR_NAME_PATTE
 def build_optimizers(model: nn.Module, *, matrix_lr: float, embed_lr: float, scalar_lr: float,
                      muon_momentum: float, muon_backend_steps: int, muon_weight_decay: float,
                      adam_weight_decay: float, beta1: float, beta2: float, adam_eps: float,
-                     fused: bool = False) -> list:
+                     fused: bool = False, muon_ns: str = "quintic", muon_row_normalize: bool = False,
+                     embed_beta2: float = 0.0, scalar_beta2: float = 0.0, scalar_weight_decay: float = 0.0) -> list:
     """[Muon(matrix params), AdamW(embed group, scalar group)], empty ones left out.
 
     Each param group records "base_lr" (what a schedule multiplies) and "group_name".
-    adam_weight_decay applies to the embedding group only: decaying norm gains and gates toward 0
-    would change the function rather than regularise it. fused=True asks for torch's fused AdamW
-    (CUDA only).
+    adam_weight_decay applies to the embedding group, scalar_weight_decay (default 0) to the scalar
+    group: decaying norm gains and gates toward 0 changes the function rather than regularising it.
+    embed_beta2 / scalar_beta2 > 0 give that group its own Adam beta2. fused=True asks for torch's
+    fused AdamW (CUDA only).
     """
     groups = split_param_groups(model)
     optimizers = []
     if groups["matrix"]:
         muon = Muon([p for _, p in groups["matrix"]], lr=matrix_lr, momentum=muon_momentum,
-                    backend_steps=muon_backend_steps, weight_decay=muon_weight_decay)
+                    backend_steps=muon_backend_steps, weight_decay=muon_weight_decay, ns=muon_ns,
+                    row_normalize=muon_row_normalize)
         muon.param_groups[0].update(base_lr=matrix_lr, group_name="matrix")
         optimizers.append(muon)
     adam_groups = [
-        dict(params=[p for _, p in groups[key]], lr=lr, base_lr=lr, weight_decay=wd, group_name=key)
-        for key, lr, wd in (("embed", embed_lr, adam_weight_decay), ("scalar", scalar_lr, 0.0))
+        dict(params=[p for _, p in groups[key]], lr=lr, base_lr=lr, weight_decay=wd, group_name=key,
+             **({"betas": (beta1, b2)} if b2 > 0 else {}))
+        for key, lr, wd, b2 in (("embed", embed_lr, adam_weight_decay, embed_beta2),
+                                ("scalar", scalar_lr, scalar_weight_decay, scalar_beta2))
         if groups[key]
     ]
     if adam_groups:
@@ -566,8 +596,27 @@ def build_optimizers(model: nn.Module, *, matrix_lr: float, embed_lr: float, sca
     return optimizers
 
 
+def training_progress(step: int, elapsed_ms: float, iterations: int, max_wallclock_ms) -> float:
+    """How far training is, in [0, 1]: the further of step / iterations and (when the clock is
+    capped) elapsed / cap, so that a schedule ends with whichever limit ends the run."""
+    p = step / iterations if iterations > 0 else 0.0
+    if max_wallclock_ms is not None and max_wallclock_ms > 0:
+        p = max(p, elapsed_ms / max_wallclock_ms)
+    return min(p, 1.0)
+
+
+def seq_len_at(progress: float, start: int, full: int, warmup_frac: float) -> int:
+    """Context-length growth: start, doubling in equal stages of progress, full from warmup_frac on
+    (start 0 = off). Few distinct lengths, so a compiled model compiles few shapes."""
+    if start <= 0 or start >= full or progress >= warmup_frac:
+        return full
+    stages = max(1, math.ceil(math.log2(full / start)))  # lengths start * 2^k below full
+    k = int(progress / warmup_frac * stages)
+    return min(start << k, full)
+
+
 def lr_scale(step: int, elapsed_ms: float, *, warmup_steps: int, warmdown_steps: int,
-             iterations: int, max_wallclock_ms) -> float:
+             iterations: int, max_wallclock_ms, warmdown_frac: float = 0.0, min_lr: float = 0.0) -> float:
     """Learning-rate multiplier in [0, 1] for the step about to be taken (step counts from 0).
 
     Warmup: (step + 1) / warmup_steps for the first warmup_steps steps.
@@ -576,10 +625,19 @@ def lr_scale(step: int, elapsed_ms: float, *, warmup_steps: int, warmdown_steps:
     step time elapsed_ms / step, warmdown_ms = warmdown_steps * step_ms and remaining_ms =
     max_wallclock_ms - elapsed_ms; the scale is remaining_ms / warmdown_ms once remaining_ms <=
     warmdown_ms. With both set, the smaller multiplier wins (whichever end comes first).
+    Warmdown by fraction (warmdown_frac > 0, replacing the two above): linear from 1 down over the
+    last warmdown_frac of training_progress. min_lr > 0 floors any warmdown: min_lr + (1 - min_lr) * s.
     """
     scale = 1.0
     if warmup_steps > 0 and step < warmup_steps:
         scale = (step + 1) / warmup_steps
+    if warmdown_frac > 0:
+        left = 1.0 - training_progress(step, elapsed_ms, iterations, max_wallclock_ms)
+        return min(scale, min_lr + (1.0 - min_lr) * min(left / warmdown_frac, 1.0))
+    if min_lr > 0:
+        down = lr_scale(step, elapsed_ms, warmup_steps=0, warmdown_steps=warmdown_steps, iterations=iterations,
+                        max_wallclock_ms=max_wallclock_ms)
+        return min(scale, min_lr + (1.0 - min_lr) * down)
     if warmdown_steps <= 0:
         return scale
     if iterations > 0 and step >= iterations - warmdown_steps:
@@ -2965,6 +3023,8 @@ class GPT(nn.Module):
     def set_looping(self, on: bool) -> None:
         """Depth recurrence (NUM_LOOPS) on or off; a compiled model recompiles for the new schedule."""
         cfg = self.cfg
+        if not cfg.num_loops:
+            return
         full = loop_schedule(cfg.num_layers, cfg.loop_start, cfg.loop_end, cfg.num_loops)
         self.schedule = full if on else list(range(cfg.num_layers))
 
@@ -3109,7 +3169,9 @@ def optimizer_kwargs(hp, device) -> dict:
     return dict(matrix_lr=hp.matrix_lr, embed_lr=hp.embed_lr, scalar_lr=hp.scalar_lr,
                 muon_momentum=hp.muon_momentum, muon_backend_steps=hp.muon_backend_steps,
                 muon_weight_decay=hp.muon_weight_decay, adam_weight_decay=hp.adam_weight_decay,
-                beta1=hp.beta1, beta2=hp.beta2, adam_eps=hp.adam_eps, fused=device.type == "cuda")
+                beta1=hp.beta1, beta2=hp.beta2, adam_eps=hp.adam_eps, fused=device.type == "cuda",
+                muon_ns=hp.muon_ns, muon_row_normalize=hp.muon_row_normalize, embed_beta2=hp.embed_beta2,
+                scalar_beta2=hp.scalar_beta2, scalar_weight_decay=hp.scalar_weight_decay)
 
 
 class Trainer:
@@ -3128,6 +3190,9 @@ class Trainer:
         self.ema = EMA(model, hp.ema_decay) if hp.ema_decay > 0 else None
         self.swa = SWA(model) if hp.swa_every > 0 else None
         self.loader = DistributedTokenLoader(shard_file(hp.data_path, "train"), denv.rank, denv.world_size, hp.vocab_size)
+        self.looping = not (hp.num_loops and hp.loop_enable_at > 0)
+        if not self.looping:
+            model.set_looping(False)  # on at LOOP_ENABLE_AT (update_schedule)
         self.bigram = None
         if hp.complement_alpha > 0:
             self.bigram = bigram_probs(shard_file(hp.data_path, "train"), hp.vocab_size).to(device)
@@ -3141,11 +3206,26 @@ class Trainer:
             # through the (DDP/compiled) wrapper: DDP only syncs gradients of its own forward
             return self.forward_model(x, y, weights)
 
-    def step(self, step: int, elapsed_ms: float) -> float:
+    def update_schedule(self, step: int, progress: float) -> int:
+        """Depth recurrence on at LOOP_ENABLE_AT (logged; a compiled model recompiles once);
+        returns this step's sequence length (context-length growth)."""
+        if not self.looping and progress >= self.hp.loop_enable_at:
+            self.model.set_looping(True)
+            self.looping = True
+            self.log(f"looping:on step:{step} progress:{progress:.4f} schedule:{','.join(map(str, self.model.schedule))}")
+        seq_len = seq_len_at(progress, self.hp.seq_len_start, self.hp.train_seq_len, self.hp.seq_len_warmup_frac)
+        if self.hp.seq_len_start and seq_len != getattr(self, "seq_len", 0):
+            self.seq_len = seq_len
+            self.log(f"seq_len:{seq_len} step:{step} progress:{progress:.4f}")
+        return seq_len
+
+    def step(self, step: int, elapsed_ms: float, seq_len: int | None = None) -> float:
         hp = self.hp
+        cap_ms = 1000 * hp.max_wallclock_seconds
+        seq_len = seq_len or self.update_schedule(step, training_progress(step, elapsed_ms, hp.iterations, cap_ms))
         total = 0.0
         for micro in range(self.micro_steps):
-            x, y = self.loader.next_batch(hp.train_batch_tokens, hp.train_seq_len, self.micro_steps)
+            x, y = self.loader.next_batch(hp.train_batch_tokens, seq_len, self.micro_steps)
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             sync = self.ddp is None or micro == self.micro_steps - 1
             with contextlib.nullcontext() if sync else self.ddp.no_sync():
@@ -3153,7 +3233,8 @@ class Trainer:
                 loss.backward()
             total += float(loss.detach())
         scale = lr_scale(step, elapsed_ms, warmup_steps=hp.warmup_steps, warmdown_steps=hp.warmdown_steps,
-                         iterations=hp.iterations, max_wallclock_ms=1000 * hp.max_wallclock_seconds)
+                         iterations=hp.iterations, max_wallclock_ms=cap_ms, warmdown_frac=hp.warmdown_frac,
+                         min_lr=hp.min_lr)
         momentum = muon_momentum_at(step, start=hp.muon_momentum_warmup_start, end=hp.muon_momentum,
                                     warmup_steps=hp.muon_momentum_warmup_steps)
         for opt in self.optimizers:
@@ -3213,15 +3294,30 @@ def compile_warmup(trainer: Trainer, steps: int) -> None:
     (the challenge does not count compilation as training)."""
     model_state = copy.deepcopy(trainer.model.state_dict())
     opt_states = [copy.deepcopy(o.state_dict()) for o in trainer.optimizers]
-    loader_state = trainer.loader.state_dict()
+    loader_state, looping_state = trainer.loader.state_dict(), trainer.looping
     for step in range(steps):
         trainer.step(step, 0.0)
+    for looping, seq_len in warmup_variants(trainer.hp):  # every other graph the run will use
+        trainer.model.set_looping(looping)
+        for step in range(2):
+            trainer.step(step, 0.0, seq_len)
+    trainer.looping = looping_state
+    trainer.model.set_looping(looping_state)
     trainer.model.load_state_dict(model_state)
     for opt, state in zip(trainer.optimizers, opt_states):
         opt.load_state_dict(state)
     trainer.loader.load_state_dict(loader_state)
     if trainer.ema is not None:
         trainer.ema = EMA(trainer.model, trainer.hp.ema_decay)
+
+
+def warmup_variants(hp) -> list[tuple[bool, int]]:
+    """(looping, seq_len) of the graphs a run meets besides its first one (loop switched on
+    mid-run, context-length stages), so compilation happens before the clock starts."""
+    loops = [False, True] if hp.num_loops and hp.loop_enable_at > 0 else [bool(hp.num_loops)]
+    lengths = sorted({seq_len_at(k / 64, hp.seq_len_start, hp.train_seq_len, hp.seq_len_warmup_frac) for k in range(65)})
+    first = (loops[0], lengths[0])
+    return [(lp, n) for lp in loops for n in lengths if (lp, n) != first]
 
 
 def run_validation(model, val, hp, device, autocast, denv):

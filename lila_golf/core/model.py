@@ -310,6 +310,8 @@ class GPT(nn.Module):
     def set_looping(self, on: bool) -> None:
         """Depth recurrence (NUM_LOOPS) on or off; a compiled model recompiles for the new schedule."""
         cfg = self.cfg
+        if not cfg.num_loops:
+            return
         full = loop_schedule(cfg.num_layers, cfg.loop_start, cfg.loop_end, cfg.num_loops)
         self.schedule = full if on else list(range(cfg.num_layers))
 

@@ -25,9 +25,9 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from .config import ARTIFACT_LIMIT_BYTES, Hyperparameters, artifact_model_config, dist_env
-from .data import DistributedTokenLoader, build_byte_tables, load_tokenizer, load_val_tokens, read_shard, shard_file, shard_paths, target_bytes, tokenizer_sha256
+from .data import DistributedTokenLoader, build_byte_tables, load_tokenizer, load_val_tokens, read_shard, shard_file, shard_paths, tokenizer_sha256, val_target_bytes
 from .model import GPT, GPTConfig, count_params
-from .optim import EMA, SWA, build_optimizers, lr_scale, muon_momentum_at
+from .optim import EMA, SWA, build_optimizers, lr_scale, muon_momentum_at, seq_len_at, training_progress
 from .artifact import load_artifact, read_artifact_header, save_artifact
 from .telemetry import weight_telemetry
 from .checkpoint import flatten_optimizer_state, load_checkpoint, save_checkpoint, unflatten_optimizer_state
@@ -90,7 +90,9 @@ def optimizer_kwargs(hp, device) -> dict:
     return dict(matrix_lr=hp.matrix_lr, embed_lr=hp.embed_lr, scalar_lr=hp.scalar_lr,
                 muon_momentum=hp.muon_momentum, muon_backend_steps=hp.muon_backend_steps,
                 muon_weight_decay=hp.muon_weight_decay, adam_weight_decay=hp.adam_weight_decay,
-                beta1=hp.beta1, beta2=hp.beta2, adam_eps=hp.adam_eps, fused=device.type == "cuda")
+                beta1=hp.beta1, beta2=hp.beta2, adam_eps=hp.adam_eps, fused=device.type == "cuda",
+                muon_ns=hp.muon_ns, muon_row_normalize=hp.muon_row_normalize, embed_beta2=hp.embed_beta2,
+                scalar_beta2=hp.scalar_beta2, scalar_weight_decay=hp.scalar_weight_decay)
 
 
 class Trainer:
@@ -109,6 +111,9 @@ class Trainer:
         self.ema = EMA(model, hp.ema_decay) if hp.ema_decay > 0 else None
         self.swa = SWA(model) if hp.swa_every > 0 else None
         self.loader = DistributedTokenLoader(shard_file(hp.data_path, "train"), denv.rank, denv.world_size, hp.vocab_size)
+        self.looping = not (hp.num_loops and hp.loop_enable_at > 0)
+        if not self.looping:
+            model.set_looping(False)  # on at LOOP_ENABLE_AT (update_schedule)
         self.bigram = None
         if hp.complement_alpha > 0:
             self.bigram = bigram_probs(shard_file(hp.data_path, "train"), hp.vocab_size).to(device)
@@ -122,11 +127,26 @@ class Trainer:
             # through the (DDP/compiled) wrapper: DDP only syncs gradients of its own forward
             return self.forward_model(x, y, weights)
 
-    def step(self, step: int, elapsed_ms: float) -> float:
+    def update_schedule(self, step: int, progress: float) -> int:
+        """Depth recurrence on at LOOP_ENABLE_AT (logged; a compiled model recompiles once);
+        returns this step's sequence length (context-length growth)."""
+        if not self.looping and progress >= self.hp.loop_enable_at:
+            self.model.set_looping(True)
+            self.looping = True
+            self.log(f"looping:on step:{step} progress:{progress:.4f} schedule:{','.join(map(str, self.model.schedule))}")
+        seq_len = seq_len_at(progress, self.hp.seq_len_start, self.hp.train_seq_len, self.hp.seq_len_warmup_frac)
+        if self.hp.seq_len_start and seq_len != getattr(self, "seq_len", 0):
+            self.seq_len = seq_len
+            self.log(f"seq_len:{seq_len} step:{step} progress:{progress:.4f}")
+        return seq_len
+
+    def step(self, step: int, elapsed_ms: float, seq_len: int | None = None) -> float:
         hp = self.hp
+        cap_ms = 1000 * hp.max_wallclock_seconds
+        seq_len = seq_len or self.update_schedule(step, training_progress(step, elapsed_ms, hp.iterations, cap_ms))
         total = 0.0
         for micro in range(self.micro_steps):
-            x, y = self.loader.next_batch(hp.train_batch_tokens, hp.train_seq_len, self.micro_steps)
+            x, y = self.loader.next_batch(hp.train_batch_tokens, seq_len, self.micro_steps)
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             sync = self.ddp is None or micro == self.micro_steps - 1
             with contextlib.nullcontext() if sync else self.ddp.no_sync():
@@ -134,7 +154,8 @@ class Trainer:
                 loss.backward()
             total += float(loss.detach())
         scale = lr_scale(step, elapsed_ms, warmup_steps=hp.warmup_steps, warmdown_steps=hp.warmdown_steps,
-                         iterations=hp.iterations, max_wallclock_ms=1000 * hp.max_wallclock_seconds)
+                         iterations=hp.iterations, max_wallclock_ms=cap_ms, warmdown_frac=hp.warmdown_frac,
+                         min_lr=hp.min_lr)
         momentum = muon_momentum_at(step, start=hp.muon_momentum_warmup_start, end=hp.muon_momentum,
                                     warmup_steps=hp.muon_momentum_warmup_steps)
         for opt in self.optimizers:
@@ -194,15 +215,30 @@ def compile_warmup(trainer: Trainer, steps: int) -> None:
     (the challenge does not count compilation as training)."""
     model_state = copy.deepcopy(trainer.model.state_dict())
     opt_states = [copy.deepcopy(o.state_dict()) for o in trainer.optimizers]
-    loader_state = trainer.loader.state_dict()
+    loader_state, looping_state = trainer.loader.state_dict(), trainer.looping
     for step in range(steps):
         trainer.step(step, 0.0)
+    for looping, seq_len in warmup_variants(trainer.hp):  # every other graph the run will use
+        trainer.model.set_looping(looping)
+        for step in range(2):
+            trainer.step(step, 0.0, seq_len)
+    trainer.looping = looping_state
+    trainer.model.set_looping(looping_state)
     trainer.model.load_state_dict(model_state)
     for opt, state in zip(trainer.optimizers, opt_states):
         opt.load_state_dict(state)
     trainer.loader.load_state_dict(loader_state)
     if trainer.ema is not None:
         trainer.ema = EMA(trainer.model, trainer.hp.ema_decay)
+
+
+def warmup_variants(hp) -> list[tuple[bool, int]]:
+    """(looping, seq_len) of the graphs a run meets besides its first one (loop switched on
+    mid-run, context-length stages), so compilation happens before the clock starts."""
+    loops = [False, True] if hp.num_loops and hp.loop_enable_at > 0 else [bool(hp.num_loops)]
+    lengths = sorted({seq_len_at(k / 64, hp.seq_len_start, hp.train_seq_len, hp.seq_len_warmup_frac) for k in range(65)})
+    first = (loops[0], lengths[0])
+    return [(lp, n) for lp in loops for n in lengths if (lp, n) != first]
 
 
 def run_validation(model, val, hp, device, autocast, denv):
@@ -221,7 +257,7 @@ def sliding_validation(model, val, hp, device, autocast, denv):
             return model(x).float()
 
     tokens = torch.from_numpy(val["tokens"]).to(device)
-    return eval_sliding(logits_fn, tokens, hp.train_seq_len, hp.eval_stride, val["tables"],
+    return eval_sliding(logits_fn, tokens, hp.train_seq_len, hp.eval_stride, val["bytes"],
                         rank=denv.rank, world_size=denv.world_size,
                         batch_size=max(1, hp.val_batch_tokens // hp.train_seq_len))
 
@@ -232,7 +268,10 @@ def load_validation(hp, sp_tables, log) -> dict:
         tokens = tokens[: hp.val_max_tokens + 1]
         log(f"val_subset:first_{hp.val_max_tokens}_targets (NOT the full val set)")
     tokens = np.asarray(tokens, dtype=np.int64)
-    return {"tokens": tokens, "bytes": target_bytes(tokens[:-1], tokens[1:], sp_tables), "tables": sp_tables}
+    n_bytes = val_target_bytes(tokens, sp_tables, shard_file(hp.data_path, "val"))
+    if sp_tables.sidecar_required:
+        log("val_bytes:sidecar (CaseOps tokenizer: bytes of the original text)")
+    return {"tokens": tokens, "bytes": n_bytes, "tables": sp_tables}
 
 
 def export_and_roundtrip(trainer, hp, denv, device, autocast, val, log, run_dir, code_bytes, tok_sha) -> int:
