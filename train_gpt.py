@@ -68,9 +68,24 @@ PRESETS: dict[str, dict[str, object]] = {
         train_batch_tokens=16384, grad_accum_total=1, iterations=100000, warmup_steps=10,
         warmdown_steps=150, val_loss_every=0, train_log_every=25, max_wallclock_seconds=600.0,
     ),
-    # full size for 8xH100, shaped like the public records (11 layers, d 512, int6); MLP 2x so the
-    # projected artifact fits: see README "Record preset size projection"
+    # the 1.06-class stack (#1855) at sp8192 CaseOps for 8xH100: README "The frontier stack"
     "record": dict(
+        vocab_size=8192, data_path="data/datasets/fineweb10B_sp8192_caseops",
+        tokenizer_path="data/tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model",
+        num_layers=11, model_dim=512, num_heads=8, num_kv_heads=4, mlp_mult=4, train_seq_len=2048,
+        train_batch_tokens=786432, grad_accum_total=8, iterations=20000, warmup_steps=20,
+        val_loss_every=0, train_log_every=100, max_wallclock_seconds=600.0,
+        xsa_last_n=11, rope_dims=16, activation="leaky_relu2", ln_scale=True, qk_gain_init=5.0,
+        smear_gate=True, smear_bos_mask=True, attn_gate_width=12, attn_gate_scale=0.5, skip_gates=True,
+        parallel_start=8, loop_start=3, loop_end=5, num_loops=2, loop_enable_at=0.35,
+        matrix_lr=0.026, embed_lr=0.03, scalar_lr=0.02, muon_momentum=0.97, muon_momentum_warmup_start=0.92,
+        muon_momentum_warmup_steps=1500, muon_ns="polar_express", muon_row_normalize=True,
+        muon_weight_decay=0.095, adam_weight_decay=0.085, scalar_weight_decay=0.02, beta2=0.99,
+        grad_clip_norm=0.3, warmdown_frac=0.85, min_lr=0.1, ema_decay=0.9965,
+        quant_scheme="int6_gptq", codec="brotli", compile=True,
+    ),
+    # the March-records stack at sp1024 (the record preset before issue 17): README "Record preset size projection"
+    "record_sp1024": dict(
         num_layers=11, model_dim=512, num_heads=8, num_kv_heads=4, mlp_mult=2, train_seq_len=2048,
         train_batch_tokens=786432, grad_accum_total=8, iterations=20000, warmup_steps=20,
         warmdown_steps=3500, val_loss_every=1000, train_log_every=100, max_wallclock_seconds=600.0,
@@ -82,9 +97,8 @@ PRESETS: dict[str, dict[str, object]] = {
 
 
 def model_field(default, optional: bool = False):
-    """A Hyperparameters field of the model's architecture: it goes into GPTConfig and the artifact.
-    optional=True: a switch added after artifacts existed; the artifact's model_config leaves it out
-    while it holds its default (off), so artifacts of the plain stack keep their bytes."""
+    """A Hyperparameters field of the model's architecture: it goes into GPTConfig and the artifact
+    (optional: left out of the artifact while at its default, so older artifacts keep their bytes)."""
     return field(default=default, metadata={"model": True, "optional": optional})
 
 
@@ -140,18 +154,18 @@ class Hyperparameters:
     e8_adapter: bool = model_field(False)  # tied 8-dim E8 bottleneck adapter per block
     leech_loss_weight: float = model_field(0.0)  # lambda of the Leech resonance loss on the final hidden state
     leech_loss_max_blocks: int = model_field(4096)  # 24-dim blocks sampled per step for that loss (0 = all; ~12 CPU-s per 175k)
-    # frontier switches (issue 17), all off by default: see README "The frontier stack"
-    bos_id: int = model_field(1, True)  # the document separator of the shards (BOS starts every document)
-    attn_gate_width: int = model_field(0, True)  # sparse attention output gate: per-head sigmoid of the first N input channels (0 = off)
-    attn_gate_scale: float = model_field(1.0, True)  # multiplier of the gate's logit
-    skip_gates: bool = model_field(False, True)  # U-Net skips mixed in by a per-channel sigmoid gate (lerp) instead of added
-    smear_bos_mask: bool = model_field(False, True)  # SmearGate leaves BOS positions alone: no previous-document token leaks in
-    doc_isolation: bool = model_field(False, True)  # attention never crosses a BOS (block-diagonal causal mask)
-    parallel_start: int = model_field(0, True)  # from this physical layer on: two residual lanes (attention / MLP), output their mean (0 = off)
-    loop_start: int = model_field(0, True)  # depth recurrence: physical layers loop_start..loop_end ...
+    # frontier switches (issue 17), off by default: README "The frontier stack"
+    bos_id: int = model_field(1, True)  # the id that starts every document
+    attn_gate_width: int = model_field(0, True)  # > 0: per-head sigmoid gate on the first N input channels
+    attn_gate_scale: float = model_field(1.0, True)
+    skip_gates: bool = model_field(False, True)  # U-Net skips mixed in by sigmoid gates
+    smear_bos_mask: bool = model_field(False, True)  # no SmearGate onto a BOS
+    doc_isolation: bool = model_field(False, True)  # no attention across a BOS
+    parallel_start: int = model_field(0, True)  # > 0: two residual lanes from this layer on
+    loop_start: int = model_field(0, True)  # layers loop_start..loop_end run 1 + num_loops times
     loop_end: int = model_field(0, True)
-    num_loops: int = model_field(0, True)  # ... run 1 + num_loops times (0 = off); LOOP_ENABLE_AT says when
-    logit_softcap_neg: float = model_field(0.0, True)  # > 0: negative logits capped at -this, positive at LOGIT_SOFTCAP
+    num_loops: int = model_field(0, True)
+    logit_softcap_neg: float = model_field(0.0, True)  # > 0: cap of negative logits
     # --- optimiser ---
     matrix_lr: float = 0.04
     embed_lr: float = 0.05
@@ -166,16 +180,16 @@ class Hyperparameters:
     beta2: float = 0.95
     adam_eps: float = 1e-8
     grad_clip_norm: float = 0.0
-    muon_ns: str = "quintic"  # quintic (one fixed (a, b, c)) | polar_express (a minimax (a, b, c) per iteration)
-    muon_row_normalize: bool = False  # divide each row of the momentum by its norm before Newton-Schulz (MuonEq-R)
-    embed_beta2: float = 0.0  # Adam beta2 of the embedding group (0 = BETA2)
-    scalar_beta2: float = 0.0  # Adam beta2 of the scalar/control group (0 = BETA2)
-    scalar_weight_decay: float = 0.0  # AdamW decay of the scalar/control group (ADAM_WEIGHT_DECAY is the embeddings')
-    warmdown_frac: float = 0.0  # > 0: lr falls linearly over the last fraction of training (wall clock when capped), replacing WARMDOWN_STEPS
-    min_lr: float = 0.0  # lr floor of the warmdown, as a fraction of each group's base lr
-    loop_enable_at: float = 0.0  # fraction of training at which depth recurrence (NUM_LOOPS) switches on (0 = from the start)
-    seq_len_start: int = 0  # context-length growth: train at this length first, doubling up to TRAIN_SEQ_LEN (0 = off)
-    seq_len_warmup_frac: float = 0.0  # ... reaching TRAIN_SEQ_LEN at this fraction of training
+    muon_ns: str = "quintic"  # quintic | polar_express (an (a, b, c) per iteration)
+    muon_row_normalize: bool = False  # unit rows before Newton-Schulz (MuonEq-R)
+    embed_beta2: float = 0.0  # 0 = BETA2
+    scalar_beta2: float = 0.0  # 0 = BETA2
+    scalar_weight_decay: float = 0.0
+    warmdown_frac: float = 0.0  # > 0: warmdown over this last fraction of training (replaces WARMDOWN_STEPS)
+    min_lr: float = 0.0  # warmdown floor, a fraction of the base lr
+    loop_enable_at: float = 0.0  # fraction of training at which NUM_LOOPS switches on
+    seq_len_start: int = 0  # > 0: train at this length first, doubling to TRAIN_SEQ_LEN ...
+    seq_len_warmup_frac: float = 0.0  # ... by this fraction of training
     # --- weight averaging ---
     ema_decay: float = 0.0  # 0 = off
     swa_every: int = 0  # 0 = off; else snapshot every N steps once the lr scale drops below 0.5
@@ -242,7 +256,7 @@ def validate_model(cfg) -> None:
 
 
 def validate_frontier(cfg) -> None:
-    """Checks of the frontier switches (attention gate, lanes, loop, softcaps), each naming its variable."""
+    """Checks of the issue-17 model switches, each naming its variable."""
     if not 0 <= cfg.attn_gate_width <= cfg.model_dim:
         raise ValueError(f"ATTN_GATE_WIDTH={cfg.attn_gate_width} must be in 0..MODEL_DIM={cfg.model_dim}")
     if cfg.parallel_start and not 0 < cfg.parallel_start < cfg.num_layers:
@@ -259,7 +273,7 @@ def validate_frontier(cfg) -> None:
 
 
 def validate_schedule(hp) -> None:
-    """Checks of the optimiser/schedule options of issue 17, each naming its variable."""
+    """Checks of the issue-17 schedule options, each naming its variable."""
     if hp.muon_ns not in ("quintic", "polar_express"):
         raise ValueError(f"MUON_NS={hp.muon_ns!r} is not quintic or polar_express")
     for name in ("warmdown_frac", "min_lr", "loop_enable_at", "seq_len_warmup_frac"):
@@ -306,8 +320,7 @@ GPTConfig = dataclasses.make_dataclass(
 
 
 def artifact_model_config(cfg) -> dict:
-    """The model_config an artifact records: every field, except optional switches left at their
-    default (so adding a switch does not change the bytes of artifacts that do not use it)."""
+    """The model_config an artifact records: every field but optional ones at their default."""
     return {f.name: getattr(cfg, f.name) for f in fields(cfg)
             if not (f.metadata.get("optional") and getattr(cfg, f.name) == f.default)}
 
@@ -362,9 +375,8 @@ def dist_env(env: dict[str, str] | None = None) -> DistEnv:
 MUON_NS_COEFFS = (3.4445, -4.7750, 2.0315)
 
 
-# Polar Express (arXiv 2505.16932; PR #1344): a minimax-optimal (a, b, c) per iteration for singular
-# values in [1e-3, 1], derived by lila_golf/research/polar_express.py (margin 0.02; a test re-derives
-# them). 5 steps map [1e-3, 1] into [0.864, 1.136]; the fixed quintic above into [0.47, 1.20].
+# Polar Express (arXiv 2505.16932): minimax (a, b, c) per iteration, derived by research/polar_express.py;
+# 5 steps map [1e-3, 1] into [0.864, 1.136] (the quintic above: [0.47, 1.20])
 POLAR_EXPRESS_COEFFS = (
     (8.305085150352143, -23.66309277945922, 16.875550587833914),
     (4.103924065988998, -2.9319656992917635, 0.526290503562748),
@@ -394,8 +406,7 @@ def zeropower_newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7, 
 
     g: (rows, cols). Works on the wide orientation (rows <= cols) so X X^T is the small Gram matrix.
     Computes in bfloat16 on CUDA (tensor cores; the iteration tolerates it) and float32 elsewhere;
-    returns a tensor of g's shape and dtype. coeffs: one (a, b, c) per iteration (the last repeats),
-    e.g. POLAR_EXPRESS_COEFFS; None = MUON_NS_COEFFS at every iteration.
+    returns a tensor of g's shape and dtype. coeffs: (a, b, c) per iteration (the last repeats).
     """
     if g.ndim != 2:
         raise ValueError(f"zeropower_newton_schulz needs a 2-D matrix, got shape {tuple(g.shape)}")
@@ -443,7 +454,7 @@ class Muon(torch.optim.Optimizer):
                              f"backend_steps={backend_steps} ns={ns!r}")
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov,
                         backend_steps=backend_steps, weight_decay=weight_decay)
-        if ns != "quintic" or row_normalize:  # only when asked: the plain stack's state stays as it was
+        if ns != "quintic" or row_normalize:  # only when asked: the plain state stays as it was
             defaults.update(ns=ns, row_normalize=row_normalize)
         super().__init__(params, defaults)
         for group in self.param_groups:
@@ -569,10 +580,9 @@ def build_optimizers(model: nn.Module, *, matrix_lr: float, embed_lr: float, sca
     """[Muon(matrix params), AdamW(embed group, scalar group)], empty ones left out.
 
     Each param group records "base_lr" (what a schedule multiplies) and "group_name".
-    adam_weight_decay applies to the embedding group, scalar_weight_decay (default 0) to the scalar
-    group: decaying norm gains and gates toward 0 changes the function rather than regularising it.
-    embed_beta2 / scalar_beta2 > 0 give that group its own Adam beta2. fused=True asks for torch's
-    fused AdamW (CUDA only).
+    adam_weight_decay applies to the embedding group, scalar_weight_decay (default 0: decaying gains
+    changes the function) to the scalars; embed_beta2 / scalar_beta2 > 0 give a group its own beta2.
+    fused=True asks for torch's fused AdamW (CUDA only).
     """
     groups = split_param_groups(model)
     optimizers = []
@@ -597,8 +607,7 @@ def build_optimizers(model: nn.Module, *, matrix_lr: float, embed_lr: float, sca
 
 
 def training_progress(step: int, elapsed_ms: float, iterations: int, max_wallclock_ms) -> float:
-    """How far training is, in [0, 1]: the further of step / iterations and (when the clock is
-    capped) elapsed / cap, so that a schedule ends with whichever limit ends the run."""
+    """Training done, in [0, 1]: the further of step / iterations and elapsed / clock cap."""
     p = step / iterations if iterations > 0 else 0.0
     if max_wallclock_ms is not None and max_wallclock_ms > 0:
         p = max(p, elapsed_ms / max_wallclock_ms)
@@ -606,8 +615,7 @@ def training_progress(step: int, elapsed_ms: float, iterations: int, max_wallclo
 
 
 def seq_len_at(progress: float, start: int, full: int, warmup_frac: float) -> int:
-    """Context-length growth: start, doubling in equal stages of progress, full from warmup_frac on
-    (start 0 = off). Few distinct lengths, so a compiled model compiles few shapes."""
+    """Context-length growth: start, doubling in equal stages, full from warmup_frac on (start 0 = off)."""
     if start <= 0 or start >= full or progress >= warmup_frac:
         return full
     stages = max(1, math.ceil(math.log2(full / start)))  # lengths start * 2^k below full
@@ -625,8 +633,8 @@ def lr_scale(step: int, elapsed_ms: float, *, warmup_steps: int, warmdown_steps:
     step time elapsed_ms / step, warmdown_ms = warmdown_steps * step_ms and remaining_ms =
     max_wallclock_ms - elapsed_ms; the scale is remaining_ms / warmdown_ms once remaining_ms <=
     warmdown_ms. With both set, the smaller multiplier wins (whichever end comes first).
-    Warmdown by fraction (warmdown_frac > 0, replacing the two above): linear from 1 down over the
-    last warmdown_frac of training_progress. min_lr > 0 floors any warmdown: min_lr + (1 - min_lr) * s.
+    warmdown_frac > 0 replaces both: linear to 0 over the last fraction of training_progress.
+    min_lr > 0 floors any warmdown s: min_lr + (1 - min_lr) * s.
     """
     scale = 1.0
     if warmup_steps > 0 and step < warmup_steps:
@@ -891,7 +899,10 @@ def eval_sliding(logits_fn, tokens: torch.Tensor, seq_len: int, stride: int, byt
         logp, _, _ = _scoring_run_plan(logits_fn, tokens, 0, block, batch_size, None)
         nll_sum -= float(logp.sum())
         j0, j1 = block[0][1], block[-1][2]
-        n_bytes += int(target_bytes(tokens_np[j0 - 1:j1 - 1], tokens_np[j0:j1], byte_tables).sum())
+        if isinstance(byte_tables, np.ndarray):  # bytes of every target (e.g. from a CaseOps sidecar)
+            n_bytes += int(byte_tables[j0 - 1:j1 - 1].sum())
+        else:
+            n_bytes += int(target_bytes(tokens_np[j0 - 1:j1 - 1], tokens_np[j0:j1], byte_tables).sum())
         n_targets += j1 - j0
         if progress and rank == 0:
             print(f"eval_sliding_progress:{min(b + len(block), len(mine))}/{len(mine)} windows", flush=True)
@@ -1878,6 +1889,10 @@ SHARD_HEADER_BYTES = SHARD_HEADER_INTS * 4
 SPACE_PIECE = "\u2581"  # "▁", SentencePiece's whitespace meta symbol
 
 
+# CaseOps (PR #1729): lowercased text, case as these pieces (TITLE, ALLCAPS, CAPNEXT, ESC)
+CASEOPS_OPERATORS = ("\ue001", "\ue002", "\ue003", "\ue004")
+
+
 class ShardError(ValueError):
     """A token shard that is missing, malformed or inconsistent with the tokenizer."""
 
@@ -1935,11 +1950,11 @@ def read_shard(path, vocab_size: int | None = None) -> np.ndarray:
     return tokens.astype(np.uint16, copy=False)
 
 
-def shard_file(data_dir, split: str, index: int | str = "*") -> str:
+def shard_file(data_dir, split: str, index: int | str = "[0-9]*") -> str:
     """The challenge's layout, the one place it is spelled: DATA_DIR/fineweb_{train,val}_NNNNNN.bin
-    (index "*" gives the glob of every shard of the split)."""
-    if split not in ("train", "val", "*"):
-        raise ValueError(f"shard split must be 'train' or 'val', got {split!r}")
+    (and CaseOps sidecars, split "val_bytes"); the default index globs a split (not the sidecars)."""
+    if split not in ("train", "val", "val_bytes", "*"):
+        raise ValueError(f"shard split must be 'train', 'val' or 'val_bytes', got {split!r}")
     name = f"fineweb_{split}_{index:06d}.bin" if isinstance(index, int) else f"fineweb_{split}_{index}.bin"
     return os.path.join(os.fspath(data_dir), name)
 
@@ -2036,6 +2051,7 @@ class ByteTables:
     base_bytes: np.ndarray         # int16: UTF-8 bytes of the piece without one leading "▁"
     has_leading_space: np.ndarray  # bool: piece starts with "▁" (worth 1 byte after a non-boundary)
     is_boundary: np.ndarray        # bool: control/unknown/unused id (BOS, pad, ...): 0 bytes, no space after
+    sidecar_required: bool = False  # a CaseOps tokenizer: bytes only from the val byte sidecar
     _torch_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def torch_tables(self, device):
@@ -2069,11 +2085,18 @@ def build_byte_tables(sp, vocab_size: int | None = None) -> ByteTables:
             has_leading_space[i] = True
             piece = piece[1:]
         base_bytes[i] = len(piece.encode("utf-8"))
-    return ByteTables(base_bytes, has_leading_space, is_boundary)
+    return ByteTables(base_bytes, has_leading_space, is_boundary, is_caseops(sp))
+
+
+def is_caseops(sp) -> bool:
+    """True for a tokenizer that holds the four CaseOps operator symbols as pieces."""
+    return all(sp.piece_to_id(op) != sp.unk_id() for op in CASEOPS_OPERATORS)
 
 
 def target_bytes(prev_ids, target_ids, tables: ByteTables) -> np.ndarray:
     """UTF-8 bytes each target stands for, given the token before it (int64, shape of targets)."""
+    if getattr(tables, "sidecar_required", False):
+        raise TokenizerError("a CaseOps tokenizer's bytes come from the fineweb_val_bytes_*.bin sidecar")
     prev, tgt = np.asarray(prev_ids), np.asarray(target_ids)  # uint16 shards index directly, no int64 copy
     if not (np.issubdtype(prev.dtype, np.integer) and np.issubdtype(tgt.dtype, np.integer)):
         prev, tgt = prev.astype(np.int64), tgt.astype(np.int64)  # e.g. empty lists come in as float64
@@ -2086,6 +2109,28 @@ def target_bytes(prev_ids, target_ids, tables: ByteTables) -> np.ndarray:
     space &= (~tables.is_boundary)[prev]
     out += space
     return out
+
+
+def load_val_bytes(pattern: str, num_tokens: int) -> np.ndarray:
+    """The sidecars (fineweb_val_bytes_N.bin beside each fineweb_val_N.bin) of the val shards:
+    one uint16 per token, its share of the original text's UTF-8 bytes."""
+    parts = []
+    for path in shard_paths(pattern):
+        side = os.path.join(os.path.dirname(path), os.path.basename(path).replace("fineweb_val_", "fineweb_val_bytes_", 1))
+        if not os.path.isfile(side):
+            raise ShardError(f"{side}: missing (a CaseOps tokenizer is scored from the byte sidecars)")
+        parts.append(read_shard(side))
+    sidecar = np.concatenate(parts)
+    if sidecar.size < num_tokens:
+        raise ShardError(f"{pattern}: the byte sidecars hold {sidecar.size} entries for {num_tokens} tokens")
+    return sidecar[:num_tokens].astype(np.int64)
+
+
+def val_target_bytes(tokens: np.ndarray, tables: ByteTables, pattern: str) -> np.ndarray:
+    """Bytes of each target tokens[1:]: from the sidecar for a CaseOps tokenizer, else the byte rule."""
+    if tables.sidecar_required:
+        return load_val_bytes(pattern, len(tokens))[1:]
+    return target_bytes(tokens[:-1], tokens[1:], tables)
 
 
 def bits_per_byte(sum_nll_nats: float, sum_bytes: int) -> float:
@@ -2146,6 +2191,8 @@ def check_tokenizer_exact(sp, name: str = "tokenizer") -> None:
     """Raise TokenizerError unless the challenge's per-token byte rule counts this tokenizer exactly."""
     _tokcheck_structure(sp, name)
     tables = build_byte_tables(sp)
+    if tables.sidecar_required:
+        return  # CaseOps: the per-token rule is not used (the sidecar holds the original bytes)
     for text in _TOKCHECK_PLAIN_PROBES:
         _tokcheck_probe(sp, tables, text, True, name)
     for text in _TOKCHECK_SPACE_PROBES:
@@ -2730,6 +2777,47 @@ def weight_telemetry(model: torch.nn.Module) -> dict:
     return out
 
 
+def doc_layout(idx: torch.Tensor, bos_id: int):
+    """Where documents lie in a batch (every document starts with BOS; tokens before the first BOS of
+    a row are one document). On CUDA with flash-attn installed: ("varlen", cu_seqlens, max_len) over
+    the flattened batch; else ("mask", (B, 1, T, T) bool): causal and within one document."""
+    B, T = idx.shape
+    starts = idx == bos_id
+    starts[:, 0] = True
+    if idx.is_cuda and _varlen_flash() is not None:
+        where = torch.nonzero(starts.reshape(-1)).flatten()
+        cu = torch.cat((where, where.new_tensor([B * T]))).to(torch.int32)
+        return ("varlen", cu, int((cu[1:] - cu[:-1]).max()))
+    doc = torch.cumsum(starts, dim=1)  # (B, T) document number within the row
+    causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
+    return ("mask", (causal & (doc[:, :, None] == doc[:, None, :]))[:, None])
+
+
+def _varlen_flash():
+    """flash_attn_varlen_func of FlashAttention 3 or 2 when installed, else None."""
+    try:
+        from flash_attn_interface import flash_attn_varlen_func
+    except ImportError:
+        try:
+            from flash_attn import flash_attn_varlen_func
+        except ImportError:
+            return None
+    return flash_attn_varlen_func
+
+
+def doc_attention(q, k, v, docs, scale=None) -> torch.Tensor:
+    """Causal attention that never crosses a document start. q: (B, T, H, hd); k, v: (B, T, K, hd)."""
+    B, T, H, hd = q.shape
+    if docs[0] == "varlen":  # packed (B*T, heads, hd); the kernel takes GQA as is
+        _, cu, max_len = docs
+        out = _varlen_flash()(q.reshape(B * T, H, -1), k.reshape(B * T, k.size(2), -1), v.reshape(B * T, v.size(2), -1),
+                              cu, cu, max_len, max_len, causal=True, softmax_scale=scale)
+        return (out[0] if isinstance(out, tuple) else out).reshape(B, T, H, -1)
+    y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=docs[1],
+                                       scale=scale, enable_gqa=k.size(2) != H)
+    return y.transpose(1, 2)
+
+
 def rms_norm(x: torch.Tensor) -> torch.Tensor:
     return F.rms_norm(x, (x.size(-1),))
 
@@ -2776,7 +2864,7 @@ class CausalSelfAttention(nn.Module):
         self.use_value_residual = cfg.value_residual and layer > 0
         if self.use_value_residual:
             self.v_mix = nn.Parameter(torch.tensor(0.5))  # weight of this layer's own values
-        self.use_qk_norm = True  # runtime switch (tests): RMSNorm of q and k, so |logit| <= q_gain * sqrt(hd)
+        self.use_qk_norm = True  # runtime switch (tests)
         self.gate_width, self.gate_scale = cfg.attn_gate_width, cfg.attn_gate_scale
         if self.gate_width:  # sparse output gate (PR #1787): zero init = every head at sigmoid(0) = 0.5
             self.attn_gate = nn.Parameter(torch.zeros(cfg.num_heads, self.gate_width))
@@ -2784,7 +2872,7 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x, v_first=None, value_embed=None, docs=None):
         """x: (B, T, D); v_first: (B, T, K, hd) from layer 0; value_embed: (B, T, K*hd) or None;
-        docs: document layout from `doc_layout` (attention stays inside each document) or None."""
+        docs: a `doc_layout` (attention within documents) or None."""
         B, T, _ = x.shape
         if self.leech_frozen is not None:
             q, k = self.leech_frozen(x, self.num_heads, self.num_kv_heads)
@@ -2822,47 +2910,6 @@ class CausalSelfAttention(nn.Module):
             gate = torch.sigmoid(self.gate_scale * F.linear(x[..., :self.gate_width], self.attn_gate.to(x.dtype)))
             y = y * gate[..., None]
         return self.proj(y.reshape(B, T, -1)), v
-
-
-def doc_layout(idx: torch.Tensor, bos_id: int):
-    """Where documents lie in a batch (every document starts with BOS; tokens before the first BOS of
-    a row are one document). On CUDA with flash-attn installed: ("varlen", cu_seqlens, max_len) over
-    the flattened batch; else ("mask", (B, 1, T, T) bool): causal and within one document."""
-    B, T = idx.shape
-    starts = idx == bos_id
-    starts[:, 0] = True
-    if idx.is_cuda and _varlen_flash() is not None:
-        where = torch.nonzero(starts.reshape(-1)).flatten()
-        cu = torch.cat((where, where.new_tensor([B * T]))).to(torch.int32)
-        return ("varlen", cu, int((cu[1:] - cu[:-1]).max()))
-    doc = torch.cumsum(starts, dim=1)  # (B, T) document number within the row
-    causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
-    return ("mask", (causal & (doc[:, :, None] == doc[:, None, :]))[:, None])
-
-
-def _varlen_flash():
-    """flash_attn_varlen_func of FlashAttention 3 or 2 when installed, else None."""
-    try:
-        from flash_attn_interface import flash_attn_varlen_func
-    except ImportError:
-        try:
-            from flash_attn import flash_attn_varlen_func
-        except ImportError:
-            return None
-    return flash_attn_varlen_func
-
-
-def doc_attention(q, k, v, docs, scale=None) -> torch.Tensor:
-    """Causal attention that never crosses a document start. q: (B, T, H, hd); k, v: (B, T, K, hd)."""
-    B, T, H, hd = q.shape
-    if docs[0] == "varlen":  # packed (B*T, heads, hd); the kernel takes GQA as is
-        _, cu, max_len = docs
-        out = _varlen_flash()(q.reshape(B * T, H, -1), k.reshape(B * T, k.size(2), -1), v.reshape(B * T, v.size(2), -1),
-                              cu, cu, max_len, max_len, causal=True, softmax_scale=scale)
-        return (out[0] if isinstance(out, tuple) else out).reshape(B, T, H, -1)
-    y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=docs[1],
-                                       scale=scale, enable_gqa=k.size(2) != H)
-    return y.transpose(1, 2)
 
 
 def exclusive_self_attention(y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -2919,8 +2966,8 @@ class Block(nn.Module):
         return x, v
 
     def forward_lanes(self, lanes, x0, ln_gain: float, v_first=None, value_embed=None, docs=None):
-        """Parallel residual lanes (PR #1530): attention reads lane 0, the MLP lane 1, and each writes
-        into both with learned weights. With every weight 1 the lanes stay equal and this is forward()."""
+        """Parallel lanes (PR #1530): attention reads lane 0, the MLP lane 1, each writes both with
+        learned weights (all 1: the lanes stay equal, as forward())."""
         w = self.lane_lambdas.to(lanes[0].dtype)
         l0, l1 = self.mix_x0(lanes[0], x0), self.mix_x0(lanes[1], x0)
         attn_out, v = self.attn(rms_norm(l0) * ln_gain, v_first, value_embed, docs)
@@ -2938,8 +2985,7 @@ class SmearGate(nn.Module):
         self.gate = nn.Parameter(torch.full((dim,), -2.0))
 
     def forward(self, x, not_bos=None):
-        """not_bos: (B, T) bool or None; where False (a BOS) the position keeps its own embedding,
-        so the last token of a document never reaches the next document (PR #1855's fix)."""
+        """not_bos: (B, T) bool or None: a BOS keeps its own embedding (PR #1855's leak fix)."""
         prev = F.pad(x[:, :-1], (0, 0, 1, 0))  # (B, T, D), zeros before the first token
         g = torch.sigmoid(self.gate)
         if not_bos is not None:
@@ -2958,7 +3004,7 @@ class BigramHash(nn.Module):
         self.proj._zero_init = True
 
     def forward(self, idx, bos=None):
-        """bos: (B, T) bool or None; a BOS position then hashes as 'no previous' (document isolation)."""
+        """bos: (B, T) bool or None: a BOS then hashes as 'no previous'."""
         prev = F.pad(idx[:, :-1], (1, 0), value=-1)
         if bos is not None:
             prev = prev.masked_fill(bos, -1)
@@ -3012,8 +3058,7 @@ class GPT(nn.Module):
         return self.head(self.hidden(idx))
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
-        """Final hidden state (B, T, D) -> softcapped logits through the tied embedding: in
-        (-LOGIT_SOFTCAP_NEG, LOGIT_SOFTCAP) when the negative cap is set, else +-LOGIT_SOFTCAP."""
+        """Final hidden state (B, T, D) -> softcapped logits through the tied embedding."""
         logits = F.linear(rms_norm(x), self.tok_emb.weight)
         cap, neg = self.cfg.logit_softcap, self.cfg.logit_softcap_neg
         if neg > 0:
@@ -3021,7 +3066,7 @@ class GPT(nn.Module):
         return cap * torch.tanh(logits / cap) if cap > 0 else logits
 
     def set_looping(self, on: bool) -> None:
-        """Depth recurrence (NUM_LOOPS) on or off; a compiled model recompiles for the new schedule."""
+        """NUM_LOOPS on or off (a compiled model recompiles)."""
         cfg = self.cfg
         if not cfg.num_loops:
             return
@@ -3040,8 +3085,7 @@ class GPT(nn.Module):
         return rms_norm(x), doc_layout(idx, cfg.bos_id) if cfg.doc_isolation else None
 
     def add_skip(self, x, skip, i: int):
-        """U-Net skip i into the stream: added with a per-channel weight, or, with SKIP_GATES, mixed
-        in as lerp(weight * skip, x, sigmoid(gate)): a convex per-channel mix of the two."""
+        """U-Net skip i: x + w * skip, or with SKIP_GATES lerp(w * skip, x, sigmoid(gate))."""
         if not self.cfg.skip_gates:
             return x + self.skip_weights[i] * skip
         return torch.lerp(self.skip_weights[i] * skip, x, torch.sigmoid(self.skip_gates[i]).to(x.dtype))
@@ -3065,7 +3109,7 @@ class GPT(nn.Module):
             if layer in self.ve_layers:
                 layer_ve = self.ve_scale[self.ve_layers.index(layer)] * ve
             if lanes is None and self.cfg.parallel_start and layer >= self.cfg.parallel_start:
-                lanes = (x, x)  # the stream splits into two lanes and stays split
+                lanes = (x, x)
             if lanes is None:
                 x, v = self.blocks[layer](x, x0, ln_gain, v_first, layer_ve, docs)
             else:
@@ -3105,8 +3149,7 @@ def layer_schedule(num_layers: int, recur_layers: list[int]) -> list[int]:
 
 
 def loop_schedule(num_layers: int, start: int, end: int, num_loops: int) -> list[int]:
-    """Physical block per virtual layer when layers start..end run 1 + num_loops times in a row:
-    11 layers, 3..5, 2 loops -> [0, 1, 2, 3, 4, 5, 3, 4, 5, 3, 4, 5, 6, 7, 8, 9, 10]."""
+    """Layers start..end run 1 + num_loops times: 11, 3..5, 2 -> [0..5, 3, 4, 5, 3, 4, 5, 6..10]."""
     return list(range(end + 1)) + list(range(start, end + 1)) * num_loops + list(range(end + 1, num_layers))
 
 
@@ -3207,8 +3250,7 @@ class Trainer:
             return self.forward_model(x, y, weights)
 
     def update_schedule(self, step: int, progress: float) -> int:
-        """Depth recurrence on at LOOP_ENABLE_AT (logged; a compiled model recompiles once);
-        returns this step's sequence length (context-length growth)."""
+        """Depth recurrence on at LOOP_ENABLE_AT; returns this step's sequence length."""
         if not self.looping and progress >= self.hp.loop_enable_at:
             self.model.set_looping(True)
             self.looping = True
@@ -3312,8 +3354,7 @@ def compile_warmup(trainer: Trainer, steps: int) -> None:
 
 
 def warmup_variants(hp) -> list[tuple[bool, int]]:
-    """(looping, seq_len) of the graphs a run meets besides its first one (loop switched on
-    mid-run, context-length stages), so compilation happens before the clock starts."""
+    """(looping, seq_len) of the other graphs a run meets, compiled before the clock starts."""
     loops = [False, True] if hp.num_loops and hp.loop_enable_at > 0 else [bool(hp.num_loops)]
     lengths = sorted({seq_len_at(k / 64, hp.seq_len_start, hp.train_seq_len, hp.seq_len_warmup_frac) for k in range(65)})
     first = (loops[0], lengths[0])
@@ -3336,7 +3377,7 @@ def sliding_validation(model, val, hp, device, autocast, denv):
             return model(x).float()
 
     tokens = torch.from_numpy(val["tokens"]).to(device)
-    return eval_sliding(logits_fn, tokens, hp.train_seq_len, hp.eval_stride, val["tables"],
+    return eval_sliding(logits_fn, tokens, hp.train_seq_len, hp.eval_stride, val["bytes"],
                         rank=denv.rank, world_size=denv.world_size,
                         batch_size=max(1, hp.val_batch_tokens // hp.train_seq_len))
 
@@ -3347,7 +3388,10 @@ def load_validation(hp, sp_tables, log) -> dict:
         tokens = tokens[: hp.val_max_tokens + 1]
         log(f"val_subset:first_{hp.val_max_tokens}_targets (NOT the full val set)")
     tokens = np.asarray(tokens, dtype=np.int64)
-    return {"tokens": tokens, "bytes": target_bytes(tokens[:-1], tokens[1:], sp_tables), "tables": sp_tables}
+    n_bytes = val_target_bytes(tokens, sp_tables, shard_file(hp.data_path, "val"))
+    if sp_tables.sidecar_required:
+        log("val_bytes:sidecar (CaseOps tokenizer: bytes of the original text)")
+    return {"tokens": tokens, "bytes": n_bytes, "tables": sp_tables}
 
 
 def export_and_roundtrip(trainer, hp, denv, device, autocast, val, log, run_dir, code_bytes, tok_sha) -> int:

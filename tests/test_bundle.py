@@ -13,7 +13,7 @@ from lila_golf.tools.bundle import REPO_ROOT, SECTIONS, BundleError, build_bundl
 from reference.make_reference import REFERENCE, REFERENCE_RUNS, run_reference
 
 # budgets, stated in the README; raise one only with a reason written there
-COMPLETE_MAX_LINES, COMPLETE_MAX_BYTES = 3_500, 175_000
+COMPLETE_MAX_LINES, COMPLETE_MAX_BYTES = 3_600, 180_000
 RECORD_MAX_LINES, RECORD_MAX_BYTES, RECORD_MAX_PACKED = 3_000, 150_000, 40_000
 
 

@@ -23,6 +23,7 @@ OPTIONAL_FEATURES: dict[str, tuple[dict[str, object], tuple[str, ...]]] = {
     "lattice geometry": ({"attn_geometry": "none", "e8_sidebranch": "off", "e8_adapter": False,
                           "leech_loss_weight": 0.0}, ("geometry", "lattice")),
     "weight telemetry": ({"telemetry_every": 0}, ("telemetry",)),
+    "document isolation": ({"doc_isolation": False}, ("docattn",)),
 }
 # field -> (off value, feature) for the features this file was generated without; the bundler fills
 # it in a record file, and validate() refuses to switch them on
@@ -49,9 +50,24 @@ PRESETS: dict[str, dict[str, object]] = {
         train_batch_tokens=16384, grad_accum_total=1, iterations=100000, warmup_steps=10,
         warmdown_steps=150, val_loss_every=0, train_log_every=25, max_wallclock_seconds=600.0,
     ),
-    # full size for 8xH100, shaped like the public records (11 layers, d 512, int6); MLP 2x so the
-    # projected artifact fits: see README "Record preset size projection"
+    # the 1.06-class stack (#1855) at sp8192 CaseOps for 8xH100: README "The frontier stack"
     "record": dict(
+        vocab_size=8192, data_path="data/datasets/fineweb10B_sp8192_caseops",
+        tokenizer_path="data/tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model",
+        num_layers=11, model_dim=512, num_heads=8, num_kv_heads=4, mlp_mult=4, train_seq_len=2048,
+        train_batch_tokens=786432, grad_accum_total=8, iterations=20000, warmup_steps=20,
+        val_loss_every=0, train_log_every=100, max_wallclock_seconds=600.0,
+        xsa_last_n=11, rope_dims=16, activation="leaky_relu2", ln_scale=True, qk_gain_init=5.0,
+        smear_gate=True, smear_bos_mask=True, attn_gate_width=12, attn_gate_scale=0.5, skip_gates=True,
+        parallel_start=8, loop_start=3, loop_end=5, num_loops=2, loop_enable_at=0.35,
+        matrix_lr=0.026, embed_lr=0.03, scalar_lr=0.02, muon_momentum=0.97, muon_momentum_warmup_start=0.92,
+        muon_momentum_warmup_steps=1500, muon_ns="polar_express", muon_row_normalize=True,
+        muon_weight_decay=0.095, adam_weight_decay=0.085, scalar_weight_decay=0.02, beta2=0.99,
+        grad_clip_norm=0.3, warmdown_frac=0.85, min_lr=0.1, ema_decay=0.9965,
+        quant_scheme="int6_gptq", codec="brotli", compile=True,
+    ),
+    # the March-records stack at sp1024 (the record preset before issue 17): README "Record preset size projection"
+    "record_sp1024": dict(
         num_layers=11, model_dim=512, num_heads=8, num_kv_heads=4, mlp_mult=2, train_seq_len=2048,
         train_batch_tokens=786432, grad_accum_total=8, iterations=20000, warmup_steps=20,
         warmdown_steps=3500, val_loss_every=1000, train_log_every=100, max_wallclock_seconds=600.0,
@@ -63,9 +79,8 @@ PRESETS: dict[str, dict[str, object]] = {
 
 
 def model_field(default, optional: bool = False):
-    """A Hyperparameters field of the model's architecture: it goes into GPTConfig and the artifact.
-    optional=True: a switch added after artifacts existed; the artifact's model_config leaves it out
-    while it holds its default (off), so artifacts of the plain stack keep their bytes."""
+    """A Hyperparameters field of the model's architecture: it goes into GPTConfig and the artifact
+    (optional: left out of the artifact while at its default, so older artifacts keep their bytes)."""
     return field(default=default, metadata={"model": True, "optional": optional})
 
 
@@ -121,18 +136,18 @@ class Hyperparameters:
     e8_adapter: bool = model_field(False)  # tied 8-dim E8 bottleneck adapter per block
     leech_loss_weight: float = model_field(0.0)  # lambda of the Leech resonance loss on the final hidden state
     leech_loss_max_blocks: int = model_field(4096)  # 24-dim blocks sampled per step for that loss (0 = all; ~12 CPU-s per 175k)
-    # frontier switches (issue 17), all off by default: see README "The frontier stack"
-    bos_id: int = model_field(1, True)  # the document separator of the shards (BOS starts every document)
-    attn_gate_width: int = model_field(0, True)  # sparse attention output gate: per-head sigmoid of the first N input channels (0 = off)
-    attn_gate_scale: float = model_field(1.0, True)  # multiplier of the gate's logit
-    skip_gates: bool = model_field(False, True)  # U-Net skips mixed in by a per-channel sigmoid gate (lerp) instead of added
-    smear_bos_mask: bool = model_field(False, True)  # SmearGate leaves BOS positions alone: no previous-document token leaks in
-    doc_isolation: bool = model_field(False, True)  # attention never crosses a BOS (block-diagonal causal mask)
-    parallel_start: int = model_field(0, True)  # from this physical layer on: two residual lanes (attention / MLP), output their mean (0 = off)
-    loop_start: int = model_field(0, True)  # depth recurrence: physical layers loop_start..loop_end ...
+    # frontier switches (issue 17), off by default: README "The frontier stack"
+    bos_id: int = model_field(1, True)  # the id that starts every document
+    attn_gate_width: int = model_field(0, True)  # > 0: per-head sigmoid gate on the first N input channels
+    attn_gate_scale: float = model_field(1.0, True)
+    skip_gates: bool = model_field(False, True)  # U-Net skips mixed in by sigmoid gates
+    smear_bos_mask: bool = model_field(False, True)  # no SmearGate onto a BOS
+    doc_isolation: bool = model_field(False, True)  # no attention across a BOS
+    parallel_start: int = model_field(0, True)  # > 0: two residual lanes from this layer on
+    loop_start: int = model_field(0, True)  # layers loop_start..loop_end run 1 + num_loops times
     loop_end: int = model_field(0, True)
-    num_loops: int = model_field(0, True)  # ... run 1 + num_loops times (0 = off); LOOP_ENABLE_AT says when
-    logit_softcap_neg: float = model_field(0.0, True)  # > 0: negative logits capped at -this, positive at LOGIT_SOFTCAP
+    num_loops: int = model_field(0, True)
+    logit_softcap_neg: float = model_field(0.0, True)  # > 0: cap of negative logits
     # --- optimiser ---
     matrix_lr: float = 0.04
     embed_lr: float = 0.05
@@ -147,16 +162,16 @@ class Hyperparameters:
     beta2: float = 0.95
     adam_eps: float = 1e-8
     grad_clip_norm: float = 0.0
-    muon_ns: str = "quintic"  # quintic (one fixed (a, b, c)) | polar_express (a minimax (a, b, c) per iteration)
-    muon_row_normalize: bool = False  # divide each row of the momentum by its norm before Newton-Schulz (MuonEq-R)
-    embed_beta2: float = 0.0  # Adam beta2 of the embedding group (0 = BETA2)
-    scalar_beta2: float = 0.0  # Adam beta2 of the scalar/control group (0 = BETA2)
-    scalar_weight_decay: float = 0.0  # AdamW decay of the scalar/control group (ADAM_WEIGHT_DECAY is the embeddings')
-    warmdown_frac: float = 0.0  # > 0: lr falls linearly over the last fraction of training (wall clock when capped), replacing WARMDOWN_STEPS
-    min_lr: float = 0.0  # lr floor of the warmdown, as a fraction of each group's base lr
-    loop_enable_at: float = 0.0  # fraction of training at which depth recurrence (NUM_LOOPS) switches on (0 = from the start)
-    seq_len_start: int = 0  # context-length growth: train at this length first, doubling up to TRAIN_SEQ_LEN (0 = off)
-    seq_len_warmup_frac: float = 0.0  # ... reaching TRAIN_SEQ_LEN at this fraction of training
+    muon_ns: str = "quintic"  # quintic | polar_express (an (a, b, c) per iteration)
+    muon_row_normalize: bool = False  # unit rows before Newton-Schulz (MuonEq-R)
+    embed_beta2: float = 0.0  # 0 = BETA2
+    scalar_beta2: float = 0.0  # 0 = BETA2
+    scalar_weight_decay: float = 0.0
+    warmdown_frac: float = 0.0  # > 0: warmdown over this last fraction of training (replaces WARMDOWN_STEPS)
+    min_lr: float = 0.0  # warmdown floor, a fraction of the base lr
+    loop_enable_at: float = 0.0  # fraction of training at which NUM_LOOPS switches on
+    seq_len_start: int = 0  # > 0: train at this length first, doubling to TRAIN_SEQ_LEN ...
+    seq_len_warmup_frac: float = 0.0  # ... by this fraction of training
     # --- weight averaging ---
     ema_decay: float = 0.0  # 0 = off
     swa_every: int = 0  # 0 = off; else snapshot every N steps once the lr scale drops below 0.5
@@ -223,7 +238,7 @@ def validate_model(cfg) -> None:
 
 
 def validate_frontier(cfg) -> None:
-    """Checks of the frontier switches (attention gate, lanes, loop, softcaps), each naming its variable."""
+    """Checks of the issue-17 model switches, each naming its variable."""
     if not 0 <= cfg.attn_gate_width <= cfg.model_dim:
         raise ValueError(f"ATTN_GATE_WIDTH={cfg.attn_gate_width} must be in 0..MODEL_DIM={cfg.model_dim}")
     if cfg.parallel_start and not 0 < cfg.parallel_start < cfg.num_layers:
@@ -240,7 +255,7 @@ def validate_frontier(cfg) -> None:
 
 
 def validate_schedule(hp) -> None:
-    """Checks of the optimiser/schedule options of issue 17, each naming its variable."""
+    """Checks of the issue-17 schedule options, each naming its variable."""
     if hp.muon_ns not in ("quintic", "polar_express"):
         raise ValueError(f"MUON_NS={hp.muon_ns!r} is not quintic or polar_express")
     for name in ("warmdown_frac", "min_lr", "loop_enable_at", "seq_len_warmup_frac"):
@@ -287,8 +302,7 @@ GPTConfig = dataclasses.make_dataclass(
 
 
 def artifact_model_config(cfg) -> dict:
-    """The model_config an artifact records: every field, except optional switches left at their
-    default (so adding a switch does not change the bytes of artifacts that do not use it)."""
+    """The model_config an artifact records: every field but optional ones at their default."""
     return {f.name: getattr(cfg, f.name) for f in fields(cfg)
             if not (f.metadata.get("optional") and getattr(cfg, f.name) == f.default)}
 

@@ -29,8 +29,7 @@ SHARD_VERSION = 1
 SHARD_HEADER_INTS = 256
 SHARD_HEADER_BYTES = SHARD_HEADER_INTS * 4
 SPACE_PIECE = "\u2581"  # "▁", SentencePiece's whitespace meta symbol
-# CaseOps (PR #1729): text is lowercased and case written as these operator symbols (TITLE, ALLCAPS,
-# CAPNEXT, ESC), pieces of the tokenizer; bytes then come from a per-token sidecar, never the pieces
+# CaseOps (PR #1729): lowercased text, case as these pieces (TITLE, ALLCAPS, CAPNEXT, ESC)
 CASEOPS_OPERATORS = ("\ue001", "\ue002", "\ue003", "\ue004")
 
 
@@ -113,9 +112,8 @@ def write_shard(path, tokens) -> None:
 
 
 def shard_file(data_dir, split: str, index: int | str = "[0-9]*") -> str:
-    """The challenge's layout, the one place it is spelled: DATA_DIR/fineweb_{train,val}_NNNNNN.bin,
-    and the CaseOps byte sidecars fineweb_val_bytes_NNNNNN.bin (split "val_bytes"); the default
-    index gives the glob of every shard of the split (digits only: the val glob skips sidecars)."""
+    """The challenge's layout, the one place it is spelled: DATA_DIR/fineweb_{train,val}_NNNNNN.bin
+    (and CaseOps sidecars, split "val_bytes"); the default index globs a split (not the sidecars)."""
     if split not in ("train", "val", "val_bytes", "*"):
         raise ValueError(f"shard split must be 'train', 'val' or 'val_bytes', got {split!r}")
     name = f"fineweb_{split}_{index:06d}.bin" if isinstance(index, int) else f"fineweb_{split}_{index}.bin"
@@ -260,8 +258,7 @@ def is_caseops(sp) -> bool:
 def target_bytes(prev_ids, target_ids, tables: ByteTables) -> np.ndarray:
     """UTF-8 bytes each target stands for, given the token before it (int64, shape of targets)."""
     if getattr(tables, "sidecar_required", False):
-        raise TokenizerError("a CaseOps tokenizer's bytes are those of the original text: they come from the "
-                             "fineweb_val_bytes_*.bin sidecar (`data tokenize` writes it), not from its pieces")
+        raise TokenizerError("a CaseOps tokenizer's bytes come from the fineweb_val_bytes_*.bin sidecar")
     prev, tgt = np.asarray(prev_ids), np.asarray(target_ids)  # uint16 shards index directly, no int64 copy
     if not (np.issubdtype(prev.dtype, np.integer) and np.issubdtype(tgt.dtype, np.integer)):
         prev, tgt = prev.astype(np.int64), tgt.astype(np.int64)  # e.g. empty lists come in as float64
@@ -284,13 +281,13 @@ def target_bytes_torch(prev_ids: torch.Tensor, target_ids: torch.Tensor, tables:
 
 
 def load_val_bytes(pattern: str, num_tokens: int) -> np.ndarray:
-    """The byte sidecar of the val shards matching `pattern` (fineweb_val_bytes_N.bin beside each
-    fineweb_val_N.bin): one uint16 per token, its share of the original text's UTF-8 bytes."""
+    """The sidecars (fineweb_val_bytes_N.bin beside each fineweb_val_N.bin) of the val shards:
+    one uint16 per token, its share of the original text's UTF-8 bytes."""
     parts = []
     for path in shard_paths(pattern):
         side = os.path.join(os.path.dirname(path), os.path.basename(path).replace("fineweb_val_", "fineweb_val_bytes_", 1))
         if not os.path.isfile(side):
-            raise ShardError(f"{side}: missing; a CaseOps tokenizer is scored from the byte sidecar of every val shard")
+            raise ShardError(f"{side}: missing (a CaseOps tokenizer is scored from the byte sidecars)")
         parts.append(read_shard(side))
     sidecar = np.concatenate(parts)
     if sidecar.size < num_tokens:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from .config import GPTConfig, layer_list
 from .geometry import E8Adapter, E8AttentionBias, E8SideBranch, LeechFrozenQK, LeechMetric
 from .lattice import leech_resonance_loss
+from .docattn import doc_attention, doc_layout
 
 
 def rms_norm(x: torch.Tensor) -> torch.Tensor:
@@ -63,7 +64,7 @@ class CausalSelfAttention(nn.Module):
         self.use_value_residual = cfg.value_residual and layer > 0
         if self.use_value_residual:
             self.v_mix = nn.Parameter(torch.tensor(0.5))  # weight of this layer's own values
-        self.use_qk_norm = True  # runtime switch (tests): RMSNorm of q and k, so |logit| <= q_gain * sqrt(hd)
+        self.use_qk_norm = True  # runtime switch (tests)
         self.gate_width, self.gate_scale = cfg.attn_gate_width, cfg.attn_gate_scale
         if self.gate_width:  # sparse output gate (PR #1787): zero init = every head at sigmoid(0) = 0.5
             self.attn_gate = nn.Parameter(torch.zeros(cfg.num_heads, self.gate_width))
@@ -71,7 +72,7 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x, v_first=None, value_embed=None, docs=None):
         """x: (B, T, D); v_first: (B, T, K, hd) from layer 0; value_embed: (B, T, K*hd) or None;
-        docs: document layout from `doc_layout` (attention stays inside each document) or None."""
+        docs: a `doc_layout` (attention within documents) or None."""
         B, T, _ = x.shape
         if self.leech_frozen is not None:
             q, k = self.leech_frozen(x, self.num_heads, self.num_kv_heads)
@@ -109,47 +110,6 @@ class CausalSelfAttention(nn.Module):
             gate = torch.sigmoid(self.gate_scale * F.linear(x[..., :self.gate_width], self.attn_gate.to(x.dtype)))
             y = y * gate[..., None]
         return self.proj(y.reshape(B, T, -1)), v
-
-
-def doc_layout(idx: torch.Tensor, bos_id: int):
-    """Where documents lie in a batch (every document starts with BOS; tokens before the first BOS of
-    a row are one document). On CUDA with flash-attn installed: ("varlen", cu_seqlens, max_len) over
-    the flattened batch; else ("mask", (B, 1, T, T) bool): causal and within one document."""
-    B, T = idx.shape
-    starts = idx == bos_id
-    starts[:, 0] = True
-    if idx.is_cuda and _varlen_flash() is not None:
-        where = torch.nonzero(starts.reshape(-1)).flatten()
-        cu = torch.cat((where, where.new_tensor([B * T]))).to(torch.int32)
-        return ("varlen", cu, int((cu[1:] - cu[:-1]).max()))
-    doc = torch.cumsum(starts, dim=1)  # (B, T) document number within the row
-    causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
-    return ("mask", (causal & (doc[:, :, None] == doc[:, None, :]))[:, None])
-
-
-def _varlen_flash():
-    """flash_attn_varlen_func of FlashAttention 3 or 2 when installed, else None."""
-    try:
-        from flash_attn_interface import flash_attn_varlen_func
-    except ImportError:
-        try:
-            from flash_attn import flash_attn_varlen_func
-        except ImportError:
-            return None
-    return flash_attn_varlen_func
-
-
-def doc_attention(q, k, v, docs, scale=None) -> torch.Tensor:
-    """Causal attention that never crosses a document start. q: (B, T, H, hd); k, v: (B, T, K, hd)."""
-    B, T, H, hd = q.shape
-    if docs[0] == "varlen":  # packed (B*T, heads, hd); the kernel takes GQA as is
-        _, cu, max_len = docs
-        out = _varlen_flash()(q.reshape(B * T, H, -1), k.reshape(B * T, k.size(2), -1), v.reshape(B * T, v.size(2), -1),
-                              cu, cu, max_len, max_len, causal=True, softmax_scale=scale)
-        return (out[0] if isinstance(out, tuple) else out).reshape(B, T, H, -1)
-    y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=docs[1],
-                                       scale=scale, enable_gqa=k.size(2) != H)
-    return y.transpose(1, 2)
 
 
 def exclusive_self_attention(y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -206,8 +166,8 @@ class Block(nn.Module):
         return x, v
 
     def forward_lanes(self, lanes, x0, ln_gain: float, v_first=None, value_embed=None, docs=None):
-        """Parallel residual lanes (PR #1530): attention reads lane 0, the MLP lane 1, and each writes
-        into both with learned weights. With every weight 1 the lanes stay equal and this is forward()."""
+        """Parallel lanes (PR #1530): attention reads lane 0, the MLP lane 1, each writes both with
+        learned weights (all 1: the lanes stay equal, as forward())."""
         w = self.lane_lambdas.to(lanes[0].dtype)
         l0, l1 = self.mix_x0(lanes[0], x0), self.mix_x0(lanes[1], x0)
         attn_out, v = self.attn(rms_norm(l0) * ln_gain, v_first, value_embed, docs)
@@ -225,8 +185,7 @@ class SmearGate(nn.Module):
         self.gate = nn.Parameter(torch.full((dim,), -2.0))
 
     def forward(self, x, not_bos=None):
-        """not_bos: (B, T) bool or None; where False (a BOS) the position keeps its own embedding,
-        so the last token of a document never reaches the next document (PR #1855's fix)."""
+        """not_bos: (B, T) bool or None: a BOS keeps its own embedding (PR #1855's leak fix)."""
         prev = F.pad(x[:, :-1], (0, 0, 1, 0))  # (B, T, D), zeros before the first token
         g = torch.sigmoid(self.gate)
         if not_bos is not None:
@@ -245,7 +204,7 @@ class BigramHash(nn.Module):
         self.proj._zero_init = True
 
     def forward(self, idx, bos=None):
-        """bos: (B, T) bool or None; a BOS position then hashes as 'no previous' (document isolation)."""
+        """bos: (B, T) bool or None: a BOS then hashes as 'no previous'."""
         prev = F.pad(idx[:, :-1], (1, 0), value=-1)
         if bos is not None:
             prev = prev.masked_fill(bos, -1)
@@ -299,8 +258,7 @@ class GPT(nn.Module):
         return self.head(self.hidden(idx))
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
-        """Final hidden state (B, T, D) -> softcapped logits through the tied embedding: in
-        (-LOGIT_SOFTCAP_NEG, LOGIT_SOFTCAP) when the negative cap is set, else +-LOGIT_SOFTCAP."""
+        """Final hidden state (B, T, D) -> softcapped logits through the tied embedding."""
         logits = F.linear(rms_norm(x), self.tok_emb.weight)
         cap, neg = self.cfg.logit_softcap, self.cfg.logit_softcap_neg
         if neg > 0:
@@ -308,7 +266,7 @@ class GPT(nn.Module):
         return cap * torch.tanh(logits / cap) if cap > 0 else logits
 
     def set_looping(self, on: bool) -> None:
-        """Depth recurrence (NUM_LOOPS) on or off; a compiled model recompiles for the new schedule."""
+        """NUM_LOOPS on or off (a compiled model recompiles)."""
         cfg = self.cfg
         if not cfg.num_loops:
             return
@@ -327,8 +285,7 @@ class GPT(nn.Module):
         return rms_norm(x), doc_layout(idx, cfg.bos_id) if cfg.doc_isolation else None
 
     def add_skip(self, x, skip, i: int):
-        """U-Net skip i into the stream: added with a per-channel weight, or, with SKIP_GATES, mixed
-        in as lerp(weight * skip, x, sigmoid(gate)): a convex per-channel mix of the two."""
+        """U-Net skip i: x + w * skip, or with SKIP_GATES lerp(w * skip, x, sigmoid(gate))."""
         if not self.cfg.skip_gates:
             return x + self.skip_weights[i] * skip
         return torch.lerp(self.skip_weights[i] * skip, x, torch.sigmoid(self.skip_gates[i]).to(x.dtype))
@@ -352,7 +309,7 @@ class GPT(nn.Module):
             if layer in self.ve_layers:
                 layer_ve = self.ve_scale[self.ve_layers.index(layer)] * ve
             if lanes is None and self.cfg.parallel_start and layer >= self.cfg.parallel_start:
-                lanes = (x, x)  # the stream splits into two lanes and stays split
+                lanes = (x, x)
             if lanes is None:
                 x, v = self.blocks[layer](x, x0, ln_gain, v_first, layer_ve, docs)
             else:
@@ -392,8 +349,7 @@ def layer_schedule(num_layers: int, recur_layers: list[int]) -> list[int]:
 
 
 def loop_schedule(num_layers: int, start: int, end: int, num_loops: int) -> list[int]:
-    """Physical block per virtual layer when layers start..end run 1 + num_loops times in a row:
-    11 layers, 3..5, 2 loops -> [0, 1, 2, 3, 4, 5, 3, 4, 5, 3, 4, 5, 6, 7, 8, 9, 10]."""
+    """Layers start..end run 1 + num_loops times: 11, 3..5, 2 -> [0..5, 3, 4, 5, 3, 4, 5, 6..10]."""
     return list(range(end + 1)) + list(range(start, end + 1)) * num_loops + list(range(end + 1, num_layers))
 
 

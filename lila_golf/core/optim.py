@@ -34,9 +34,8 @@ import torch.nn as nn
 # Quintic Newton-Schulz coefficients from Keller Jordan's Muon: chosen to maximise the slope at 0,
 # so 5 steps push every singular value into roughly [0.7, 1.2] instead of converging to exactly 1.
 MUON_NS_COEFFS = (3.4445, -4.7750, 2.0315)
-# Polar Express (arXiv 2505.16932; PR #1344): a minimax-optimal (a, b, c) per iteration for singular
-# values in [1e-3, 1], derived by lila_golf/research/polar_express.py (margin 0.02; a test re-derives
-# them). 5 steps map [1e-3, 1] into [0.864, 1.136]; the fixed quintic above into [0.47, 1.20].
+# Polar Express (arXiv 2505.16932): minimax (a, b, c) per iteration, derived by research/polar_express.py;
+# 5 steps map [1e-3, 1] into [0.864, 1.136] (the quintic above: [0.47, 1.20])
 POLAR_EXPRESS_COEFFS = (
     (8.305085150352143, -23.66309277945922, 16.875550587833914),
     (4.103924065988998, -2.9319656992917635, 0.526290503562748),
@@ -61,8 +60,7 @@ def zeropower_newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7, 
 
     g: (rows, cols). Works on the wide orientation (rows <= cols) so X X^T is the small Gram matrix.
     Computes in bfloat16 on CUDA (tensor cores; the iteration tolerates it) and float32 elsewhere;
-    returns a tensor of g's shape and dtype. coeffs: one (a, b, c) per iteration (the last repeats),
-    e.g. POLAR_EXPRESS_COEFFS; None = MUON_NS_COEFFS at every iteration.
+    returns a tensor of g's shape and dtype. coeffs: (a, b, c) per iteration (the last repeats).
     """
     if g.ndim != 2:
         raise ValueError(f"zeropower_newton_schulz needs a 2-D matrix, got shape {tuple(g.shape)}")
@@ -110,7 +108,7 @@ class Muon(torch.optim.Optimizer):
                              f"backend_steps={backend_steps} ns={ns!r}")
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov,
                         backend_steps=backend_steps, weight_decay=weight_decay)
-        if ns != "quintic" or row_normalize:  # only when asked: the plain stack's state stays as it was
+        if ns != "quintic" or row_normalize:  # only when asked: the plain state stays as it was
             defaults.update(ns=ns, row_normalize=row_normalize)
         super().__init__(params, defaults)
         for group in self.param_groups:
@@ -236,10 +234,9 @@ def build_optimizers(model: nn.Module, *, matrix_lr: float, embed_lr: float, sca
     """[Muon(matrix params), AdamW(embed group, scalar group)], empty ones left out.
 
     Each param group records "base_lr" (what a schedule multiplies) and "group_name".
-    adam_weight_decay applies to the embedding group, scalar_weight_decay (default 0) to the scalar
-    group: decaying norm gains and gates toward 0 changes the function rather than regularising it.
-    embed_beta2 / scalar_beta2 > 0 give that group its own Adam beta2. fused=True asks for torch's
-    fused AdamW (CUDA only).
+    adam_weight_decay applies to the embedding group, scalar_weight_decay (default 0: decaying gains
+    changes the function) to the scalars; embed_beta2 / scalar_beta2 > 0 give a group its own beta2.
+    fused=True asks for torch's fused AdamW (CUDA only).
     """
     groups = split_param_groups(model)
     optimizers = []
@@ -264,8 +261,7 @@ def build_optimizers(model: nn.Module, *, matrix_lr: float, embed_lr: float, sca
 
 
 def training_progress(step: int, elapsed_ms: float, iterations: int, max_wallclock_ms) -> float:
-    """How far training is, in [0, 1]: the further of step / iterations and (when the clock is
-    capped) elapsed / cap, so that a schedule ends with whichever limit ends the run."""
+    """Training done, in [0, 1]: the further of step / iterations and elapsed / clock cap."""
     p = step / iterations if iterations > 0 else 0.0
     if max_wallclock_ms is not None and max_wallclock_ms > 0:
         p = max(p, elapsed_ms / max_wallclock_ms)
@@ -273,8 +269,7 @@ def training_progress(step: int, elapsed_ms: float, iterations: int, max_wallclo
 
 
 def seq_len_at(progress: float, start: int, full: int, warmup_frac: float) -> int:
-    """Context-length growth: start, doubling in equal stages of progress, full from warmup_frac on
-    (start 0 = off). Few distinct lengths, so a compiled model compiles few shapes."""
+    """Context-length growth: start, doubling in equal stages, full from warmup_frac on (start 0 = off)."""
     if start <= 0 or start >= full or progress >= warmup_frac:
         return full
     stages = max(1, math.ceil(math.log2(full / start)))  # lengths start * 2^k below full
@@ -292,8 +287,8 @@ def lr_scale(step: int, elapsed_ms: float, *, warmup_steps: int, warmdown_steps:
     step time elapsed_ms / step, warmdown_ms = warmdown_steps * step_ms and remaining_ms =
     max_wallclock_ms - elapsed_ms; the scale is remaining_ms / warmdown_ms once remaining_ms <=
     warmdown_ms. With both set, the smaller multiplier wins (whichever end comes first).
-    Warmdown by fraction (warmdown_frac > 0, replacing the two above): linear from 1 down over the
-    last warmdown_frac of training_progress. min_lr > 0 floors any warmdown: min_lr + (1 - min_lr) * s.
+    warmdown_frac > 0 replaces both: linear to 0 over the last fraction of training_progress.
+    min_lr > 0 floors any warmdown s: min_lr + (1 - min_lr) * s.
     """
     scale = 1.0
     if warmup_steps > 0 and step < warmup_steps:

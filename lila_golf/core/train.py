@@ -128,8 +128,7 @@ class Trainer:
             return self.forward_model(x, y, weights)
 
     def update_schedule(self, step: int, progress: float) -> int:
-        """Depth recurrence on at LOOP_ENABLE_AT (logged; a compiled model recompiles once);
-        returns this step's sequence length (context-length growth)."""
+        """Depth recurrence on at LOOP_ENABLE_AT; returns this step's sequence length."""
         if not self.looping and progress >= self.hp.loop_enable_at:
             self.model.set_looping(True)
             self.looping = True
@@ -233,8 +232,7 @@ def compile_warmup(trainer: Trainer, steps: int) -> None:
 
 
 def warmup_variants(hp) -> list[tuple[bool, int]]:
-    """(looping, seq_len) of the graphs a run meets besides its first one (loop switched on
-    mid-run, context-length stages), so compilation happens before the clock starts."""
+    """(looping, seq_len) of the other graphs a run meets, compiled before the clock starts."""
     loops = [False, True] if hp.num_loops and hp.loop_enable_at > 0 else [bool(hp.num_loops)]
     lengths = sorted({seq_len_at(k / 64, hp.seq_len_start, hp.train_seq_len, hp.seq_len_warmup_frac) for k in range(65)})
     first = (loops[0], lengths[0])

@@ -34,7 +34,7 @@ SECTIONS = [
     ("evaluation", ["evaluate", "scoring", "ngram", "ttt"]),
     ("quantisation and artifact", ["codec", "quant", "artifact", "checkpoint"]),
     ("data", ["data"]),
-    ("model", ["lattice", "geometry", "telemetry", "model"]),
+    ("model", ["lattice", "geometry", "telemetry", "docattn", "model"]),
     ("training", ["train"]),
 ]
 ENTRY = "main"
