@@ -3519,6 +3519,8 @@ def main() -> int:
             log(f"stopped_at_step:{step} (STOP_AT_STEP: simulated interruption)")
             return 0
     log(f"train_steps:{step} train_time_ms:{train_time_ms:.0f} last_step_start_ms:{last_step_start_ms:.0f}")
+    if not trainer.looping:  # cut before LOOP_ENABLE_AT: evaluate and export the looping model the config defines
+        trainer.update_schedule(step, 1.0)
     if trainer.swa is not None and trainer.swa.count > 0:
         trainer.swa.copy_to(model)
         log(f"weights:swa snapshots:{trainer.swa.count}")

@@ -127,3 +127,16 @@ def test_loop_switches_on_at_its_fraction_and_context_grows(tmp_path, mini_data,
     assert "looping:on step:4 progress:0.5000 schedule:0,0,1" in log
     assert re.findall(r"seq_len:(\d+) step:(\d+)", log) == [("16", "0"), ("32", "2"), ("64", "4")]
     assert "final_int8_zlib_roundtrip" in log  # the reloaded artifact rebuilds the looping model
+
+
+def test_a_run_cut_before_the_loop_exports_the_looping_model(tmp_path, mini_data, sp1024_model):
+    """The loop never came on (LOOP_ENABLE_AT past the end): it is switched on before the final
+    evaluation, so final_float, the artifact and its roundtrip are the same (looping) model."""
+    from test_train import run_script
+    env = {"NUM_LOOPS": "1", "LOOP_START": "1", "LOOP_END": "1", "LOOP_ENABLE_AT": "0.99", "ITERATIONS": "3"}
+    proc, log = run_script(tmp_path, mini_data, sp1024_model, env, run_id="cut")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert log.index("train_steps:3") < log.index("looping:on step:3 progress:1.0000") < log.index("final_float")
+    final = re.search(r"final_float val_loss:(\S+)", log).group(1)
+    roundtrip = re.search(r"final_int8_zlib_roundtrip val_loss:(\S+)", log).group(1)
+    assert abs(float(final) - float(roundtrip)) < 0.05  # int8 rounding only, not another model
