@@ -109,6 +109,7 @@ def main() -> int:
     p.add_argument("--mfu", type=float, default=0.35, help="model FLOPs utilisation assumed")
     p.add_argument("--gpus", type=int, default=8)
     p.add_argument("--gptq-reserve-s", type=float, default=10.0, help="seconds of the 600 kept for GPTQ calibration")
+    p.add_argument("--observed-steps", type=int, default=None, help="steps a real run made (prints the implied MFU)")
     p.add_argument("--init-only", action="store_true", help="export the init weights as they are (zero projections)")
     args = p.parse_args()
     hp = Hyperparameters.from_env({"PRESET": args.preset})
@@ -124,13 +125,16 @@ def main() -> int:
           f"bytes_model:{ex['bytes_model']} bits_per_param:{8 * ex['bytes_model'] / ex['params']:.3f} "
           f"export_s:{ex['seconds']:.0f}")
     print(f"bytes_code_packed:{code_packed} bytes_code_readable:{code_readable} bytes_total:{total} "
-          f"limit:{ARTIFACT_LIMIT_BYTES} {'fits' if total <= ARTIFACT_LIMIT_BYTES else f'over_by:{total - ARTIFACT_LIMIT_BYTES}'}")
+          f"limit:{ARTIFACT_LIMIT_BYTES} {'fits' if total <= ARTIFACT_LIMIT_BYTES else f'over_by:{total - ARTIFACT_LIMIT_BYTES}'} "
+          f"fits_at_bits_per_param:{8 * (ARTIFACT_LIMIT_BYTES - code_packed) / ex['params']:.3f}")
     sb = step_budget(hp, args.peak_tflops, args.mfu, args.gpus, args.gptq_reserve_s)
     print(f"flops_per_token no_loop:{flops_per_token(hp, False) / 1e6:.1f}M loop:{flops_per_token(hp, True) / 1e6:.1f}M "
           f"tokens_per_step:{hp.train_batch_tokens}")
     print(f"step_budget gpus:{args.gpus} peak_tflops:{args.peak_tflops} mfu:{args.mfu} train_s:{sb['budget_s']:.0f} "
           f"ms_per_step:{sb['ms_per_step_no_loop']:.1f}->{sb['ms_per_step_loop']:.1f} (loop on at "
           f"{hp.loop_enable_at:.2f}) steps:{sb['steps']}")
+    if args.observed_steps:  # utilisation that FLOP count implies for a run that made this many steps
+        print(f"observed_steps:{args.observed_steps} implied_mfu:{args.mfu * args.observed_steps / sb['steps']:.3f}")
     return 0
 
 
