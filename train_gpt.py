@@ -81,9 +81,24 @@ PRESETS: dict[str, dict[str, object]] = {
         warmup_restore_steps=20, warmdown_steps=1200, val_loss_every=1000, train_log_every=200,
         max_wallclock_seconds=600.0, weight_init="linear_default",
     ),
-    # full size for 8xH100, shaped like the public records (11 layers, d 512, int6); MLP 2x so the
-    # projected artifact fits: see README "Record preset size projection"
+    # the 1.06-class stack (#1855) at sp8192 CaseOps for 8xH100: README "The frontier stack"
     "record": dict(
+        vocab_size=8192, data_path="data/datasets/fineweb10B_sp8192_caseops",
+        tokenizer_path="data/tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model",
+        num_layers=11, model_dim=512, num_heads=8, num_kv_heads=4, mlp_mult=4, train_seq_len=2048,
+        train_batch_tokens=786432, grad_accum_total=8, iterations=20000, warmup_steps=20,
+        val_loss_every=0, train_log_every=100, max_wallclock_seconds=600.0,
+        xsa_last_n=11, rope_dims=16, activation="leaky_relu2", ln_scale=True, qk_gain_init=5.0,
+        smear_gate=True, smear_bos_mask=True, attn_gate_width=12, attn_gate_scale=0.5, skip_gates=True,
+        parallel_start=8, loop_start=3, loop_end=5, num_loops=2, loop_enable_at=0.35,
+        matrix_lr=0.026, embed_lr=0.03, scalar_lr=0.02, muon_momentum=0.97, muon_momentum_warmup_start=0.92,
+        muon_momentum_warmup_steps=1500, muon_ns="polar_express", muon_row_normalize=True,
+        muon_weight_decay=0.095, adam_weight_decay=0.085, scalar_weight_decay=0.02, beta2=0.99,
+        grad_clip_norm=0.3, warmdown_frac=0.85, min_lr=0.1, ema_decay=0.9965,
+        quant_scheme="int6_gptq", codec="brotli", compile=True,
+    ),
+    # the March-records stack at sp1024 (the record preset before issue 17): README "Record preset size projection"
+    "record_sp1024": dict(
         num_layers=11, model_dim=512, num_heads=8, num_kv_heads=4, mlp_mult=2, train_seq_len=2048,
         train_batch_tokens=786432, grad_accum_total=8, iterations=20000, warmup_steps=20,
         warmdown_steps=3500, val_loss_every=1000, train_log_every=100, max_wallclock_seconds=600.0,
@@ -94,9 +109,10 @@ PRESETS: dict[str, dict[str, object]] = {
 }
 
 
-def model_field(default):
-    """A Hyperparameters field of the model's architecture: it goes into GPTConfig and the artifact."""
-    return field(default=default, metadata={"model": True})
+def model_field(default, optional: bool = False):
+    """A Hyperparameters field of the model's architecture: it goes into GPTConfig and the artifact
+    (optional: left out of the artifact while at its default, so older artifacts keep their bytes)."""
+    return field(default=default, metadata={"model": True, "optional": optional})
 
 
 @dataclass
@@ -157,6 +173,18 @@ class Hyperparameters:
     leech_loss_weight: float = model_field(0.0)  # lambda of the Leech resonance loss on the final hidden state
     leech_loss_max_blocks: int = model_field(4096)  # 24-dim blocks sampled per step for that loss (0 = all; ~12 CPU-s per 175k)
     weight_init: str = "orthogonal"  # orthogonal | linear_default (the challenge baseline's); not in the artifact
+    # frontier switches (issue 17), off by default: README "The frontier stack"
+    bos_id: int = model_field(1, True)  # the id that starts every document
+    attn_gate_width: int = model_field(0, True)  # > 0: per-head sigmoid gate on the first N input channels
+    attn_gate_scale: float = model_field(1.0, True)
+    skip_gates: bool = model_field(False, True)  # U-Net skips mixed in by sigmoid gates
+    smear_bos_mask: bool = model_field(False, True)  # no SmearGate onto a BOS
+    doc_isolation: bool = model_field(False, True)  # no attention across a BOS
+    parallel_start: int = model_field(0, True)  # > 0: two residual lanes from this layer on
+    loop_start: int = model_field(0, True)  # layers loop_start..loop_end run 1 + num_loops times
+    loop_end: int = model_field(0, True)
+    num_loops: int = model_field(0, True)
+    logit_softcap_neg: float = model_field(0.0, True)  # > 0: cap of negative logits
     # --- optimiser ---
     matrix_lr: float = 0.04
     embed_lr: float = 0.05
@@ -171,6 +199,16 @@ class Hyperparameters:
     beta2: float = 0.95
     adam_eps: float = 1e-8
     grad_clip_norm: float = 0.0
+    muon_ns: str = "quintic"  # quintic | polar_express (an (a, b, c) per iteration)
+    muon_row_normalize: bool = False  # unit rows before Newton-Schulz (MuonEq-R)
+    embed_beta2: float = 0.0  # 0 = BETA2
+    scalar_beta2: float = 0.0  # 0 = BETA2
+    scalar_weight_decay: float = 0.0
+    warmdown_frac: float = 0.0  # > 0: warmdown over this last fraction of training (replaces WARMDOWN_STEPS)
+    min_lr: float = 0.0  # warmdown floor, a fraction of the base lr
+    loop_enable_at: float = 0.0  # fraction of training at which NUM_LOOPS switches on
+    seq_len_start: int = 0  # > 0: train at this length first, doubling to TRAIN_SEQ_LEN ...
+    seq_len_warmup_frac: float = 0.0  # ... by this fraction of training
     # --- weight averaging ---
     ema_decay: float = 0.0  # 0 = off
     swa_every: int = 0  # 0 = off; else snapshot every N steps once the warmdown factor drops below 0.5 (never in the lr warmup)
@@ -226,6 +264,7 @@ class Hyperparameters:
             raise ValueError(f"WEIGHT_INIT={self.weight_init!r} is not one of {WEIGHT_INITS}")
         GPTConfig.from_hparams(self)  # the architecture checks itself
         validate_eval(self)
+        validate_schedule(self)
 
     def as_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -276,6 +315,37 @@ def validate_model(cfg) -> None:
     if (cfg.attn_geometry, cfg.e8_sidebranch, cfg.e8_adapter) != ("none", "off", False):
         validate_geometry(cfg.attn_geometry, cfg.model_dim, cfg.num_heads, cfg.e8_sidebranch,
                           cfg.e8_temperature, cfg.e8_adapter)
+    validate_frontier(cfg)
+
+
+def validate_frontier(cfg) -> None:
+    """Checks of the issue-17 model switches, each naming its variable."""
+    if not 0 <= cfg.attn_gate_width <= cfg.model_dim:
+        raise ValueError(f"ATTN_GATE_WIDTH={cfg.attn_gate_width} must be in 0..MODEL_DIM={cfg.model_dim}")
+    if cfg.parallel_start and not 0 < cfg.parallel_start < cfg.num_layers:
+        raise ValueError(f"PARALLEL_START={cfg.parallel_start} must be in 1..{cfg.num_layers - 1} (0 = off)")
+    if cfg.parallel_start and (cfg.e8_sidebranch != "off" or cfg.e8_adapter):
+        raise ValueError("PARALLEL_START does not combine with E8_SIDEBRANCH / E8_ADAPTER")
+    if cfg.num_loops < 0 or (cfg.num_loops and not 0 <= cfg.loop_start <= cfg.loop_end < cfg.num_layers):
+        raise ValueError(f"NUM_LOOPS={cfg.num_loops} needs 0 <= LOOP_START={cfg.loop_start} <= "
+                         f"LOOP_END={cfg.loop_end} < NUM_LAYERS={cfg.num_layers}")
+    if cfg.num_loops and cfg.recur_layers:
+        raise ValueError("NUM_LOOPS and RECUR_LAYERS are two forms of depth recurrence: set one")
+    if cfg.logit_softcap_neg < 0 or (cfg.logit_softcap_neg and cfg.logit_softcap <= 0):
+        raise ValueError(f"LOGIT_SOFTCAP_NEG={cfg.logit_softcap_neg} needs LOGIT_SOFTCAP > 0 (the positive cap)")
+
+
+def validate_schedule(hp) -> None:
+    """Checks of the issue-17 schedule options, each naming its variable."""
+    if hp.muon_ns not in ("quintic", "polar_express"):
+        raise ValueError(f"MUON_NS={hp.muon_ns!r} is not quintic or polar_express")
+    for name in ("warmdown_frac", "min_lr", "loop_enable_at", "seq_len_warmup_frac"):
+        if not 0.0 <= getattr(hp, name) <= 1.0:
+            raise ValueError(f"{name.upper()}={getattr(hp, name)} must be in [0, 1]")
+    if hp.loop_enable_at and not hp.num_loops:
+        raise ValueError("LOOP_ENABLE_AT needs NUM_LOOPS > 0")
+    if not 0 <= hp.seq_len_start <= hp.train_seq_len:
+        raise ValueError(f"SEQ_LEN_START={hp.seq_len_start} must be in 0..TRAIN_SEQ_LEN={hp.train_seq_len}")
 
 
 def validate_geometry(attn_geometry: str, model_dim: int, num_heads: int, e8_sidebranch: str = "off",
@@ -308,8 +378,14 @@ def _from_hparams(cls, hp):
 # The model's config: exactly the model_field fields of Hyperparameters, in their order (the keys of
 # the artifact header's model_config), validated on construction.
 GPTConfig = dataclasses.make_dataclass(
-    "GPTConfig", [(f.name, f.type, field(default=f.default)) for f in fields(Hyperparameters) if f.metadata.get("model")],
+    "GPTConfig", [(f.name, f.type, field(default=f.default, metadata=f.metadata)) for f in fields(Hyperparameters) if f.metadata.get("model")],
     namespace={"__post_init__": validate_model, "from_hparams": classmethod(_from_hparams)})
+
+
+def artifact_model_config(cfg) -> dict:
+    """The model_config an artifact records: every field but optional ones at their default."""
+    return {f.name: getattr(cfg, f.name) for f in fields(cfg)
+            if not (f.metadata.get("optional") and getattr(cfg, f.name) == f.default)}
 
 
 def layer_list(spec: str) -> list[int]:
@@ -436,6 +512,17 @@ def shutdown_distributed() -> None:
 MUON_NS_COEFFS = (3.4445, -4.7750, 2.0315)
 
 
+# Polar Express (arXiv 2505.16932): minimax (a, b, c) per iteration, derived by research/polar_express.py;
+# 5 steps map [1e-3, 1] into [0.864, 1.136] (the quintic above: [0.47, 1.20])
+POLAR_EXPRESS_COEFFS = (
+    (8.305085150352143, -23.66309277945922, 16.875550587833914),
+    (4.103924065988998, -2.9319656992917635, 0.526290503562748),
+    (3.900819611420283, -2.7968737753255777, 0.5118977094559087),
+    (3.278299481012039, -2.36899819888426, 0.46660858902568425),
+    (2.2963831009087974, -1.6197818997028182, 0.3902648882006817),
+)
+
+
 # Parameter names (substrings) of small control tensors that stay with Adam even when 2-D, as in
 # the challenge baseline (attn/mlp scales, residual mixes, q gains, U-Net skip weights).
 OPTIM_SCALAR_NAME_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight")
@@ -444,16 +531,20 @@ OPTIM_SCALAR_NAME_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", 
 OPTIM_GROUP_NAMES = ("matrix", "embed", "scalar")
 
 
+MUON_NS_KINDS = ("quintic", "polar_express")
+
+
 class OptimGroupError(ValueError):
     """A parameter that the placement rules of `split_param_groups` cannot put in a group."""
 
 
-def zeropower_newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7, dtype=None) -> torch.Tensor:
+def zeropower_newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7, coeffs=None, dtype=None) -> torch.Tensor:
     """Approximate U V^T of g = U S V^T by the quintic Newton-Schulz iteration (Muon's "zeropower").
 
     g: (rows, cols). Works on the wide orientation (rows <= cols) so X X^T is the small Gram matrix.
     Computes in `dtype`: by default bfloat16 on CUDA (tensor cores; the iteration tolerates it) and
-    float32 elsewhere; returns a tensor of g's shape and dtype.
+    float32 elsewhere; returns a tensor of g's shape and dtype. coeffs: (a, b, c) per iteration
+    (the last repeats).
     """
     if g.ndim != 2:
         raise ValueError(f"zeropower_newton_schulz needs a 2-D matrix, got shape {tuple(g.shape)}")
@@ -464,7 +555,9 @@ def zeropower_newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7, 
         x = x.T
     # Frobenius norm >= spectral norm, so every singular value starts in [0, 1].
     x = x / (x.norm() + eps)
-    for _ in range(steps):
+    for i in range(steps):
+        if coeffs is not None:
+            a, b, c = coeffs[min(i, len(coeffs) - 1)]
         gram = x @ x.T  # (rows, rows)
         poly = b * gram + c * (gram @ gram)
         x = a * x + poly @ x  # a x + b (x x^T) x + c (x x^T)^2 x
@@ -488,12 +581,15 @@ class Muon(torch.optim.Optimizer):
     """
 
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
-                 backend_steps: int = 5, weight_decay: float = 0.0):
-        if lr < 0 or not 0.0 <= momentum < 1.0 or weight_decay < 0 or backend_steps < 1:
-            raise ValueError(f"Muon: bad hyperparameters lr={lr} momentum={momentum} "
-                             f"weight_decay={weight_decay} backend_steps={backend_steps}")
+                 backend_steps: int = 5, weight_decay: float = 0.0, ns: str = "quintic",
+                 row_normalize: bool = False):
+        if lr < 0 or not 0.0 <= momentum < 1.0 or weight_decay < 0 or backend_steps < 1 or ns not in MUON_NS_KINDS:
+            raise ValueError(f"Muon: bad hyperparameters lr={lr} momentum={momentum} weight_decay={weight_decay} "
+                             f"backend_steps={backend_steps} ns={ns!r}")
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov,
                         backend_steps=backend_steps, weight_decay=weight_decay)
+        if ns != "quintic" or row_normalize:  # only when asked: the plain state stays as it was
+            defaults.update(ns=ns, row_normalize=row_normalize)
         super().__init__(params, defaults)
         for group in self.param_groups:
             for p in group["params"]:
@@ -508,7 +604,10 @@ class Muon(torch.optim.Optimizer):
             state["momentum_buffer"] = torch.zeros_like(p.grad)
         buf = state["momentum_buffer"]
         buf.mul_(group["momentum"]).add_(p.grad)
-        return p.grad.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
+        g = p.grad.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
+        if group.get("row_normalize"):  # MuonEq-R: every row at unit norm before orthogonalising
+            g = g / g.float().norm(dim=-1, keepdim=True).clamp_min(1e-7).to(g.dtype)
+        return g
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -531,7 +630,8 @@ class Muon(torch.optim.Optimizer):
                 if p.grad is not None:
                     direction = self._muon_direction(p, group)
                     if i % world == rank:
-                        u = zeropower_newton_schulz(direction, steps=group["backend_steps"])
+                        coeffs = POLAR_EXPRESS_COEFFS if group.get("ns") == "polar_express" else None
+                        u = zeropower_newton_schulz(direction, steps=group["backend_steps"], coeffs=coeffs)
                         u = u * max(1.0, p.size(0) / p.size(1)) ** 0.5
                         updates[offset:offset + p.numel()] = u.reshape(-1).to(flat_dtype)
                 offset += p.numel()
@@ -607,24 +707,28 @@ def split_param_groups(model: nn.Module, scalar_patterns=OPTIM_SCALAR_NAME_PATTE
 def build_optimizers(model: nn.Module, *, matrix_lr: float, embed_lr: float, scalar_lr: float,
                      muon_momentum: float, muon_backend_steps: int, muon_weight_decay: float,
                      adam_weight_decay: float, beta1: float, beta2: float, adam_eps: float,
-                     fused: bool = False) -> list:
+                     fused: bool = False, muon_ns: str = "quintic", muon_row_normalize: bool = False,
+                     embed_beta2: float = 0.0, scalar_beta2: float = 0.0, scalar_weight_decay: float = 0.0) -> list:
     """[Muon(matrix params), AdamW(embed group, scalar group)], empty ones left out.
 
     Each param group records "base_lr" (what a schedule multiplies) and "group_name".
-    adam_weight_decay applies to the embedding group only: decaying norm gains and gates toward 0
-    would change the function rather than regularise it. fused=True asks for torch's fused AdamW
-    (CUDA only).
+    adam_weight_decay applies to the embedding group, scalar_weight_decay (default 0: decaying gains
+    changes the function) to the scalars; embed_beta2 / scalar_beta2 > 0 give a group its own beta2.
+    fused=True asks for torch's fused AdamW (CUDA only).
     """
     groups = split_param_groups(model)
     optimizers = []
     if groups["matrix"]:
         muon = Muon([p for _, p in groups["matrix"]], lr=matrix_lr, momentum=muon_momentum,
-                    backend_steps=muon_backend_steps, weight_decay=muon_weight_decay)
+                    backend_steps=muon_backend_steps, weight_decay=muon_weight_decay, ns=muon_ns,
+                    row_normalize=muon_row_normalize)
         muon.param_groups[0].update(base_lr=matrix_lr, group_name="matrix")
         optimizers.append(muon)
     adam_groups = [
-        dict(params=[p for _, p in groups[key]], lr=lr, base_lr=lr, weight_decay=wd, group_name=key)
-        for key, lr, wd in (("embed", embed_lr, adam_weight_decay), ("scalar", scalar_lr, 0.0))
+        dict(params=[p for _, p in groups[key]], lr=lr, base_lr=lr, weight_decay=wd, group_name=key,
+             **({"betas": (beta1, b2)} if b2 > 0 else {}))
+        for key, lr, wd, b2 in (("embed", embed_lr, adam_weight_decay, embed_beta2),
+                                ("scalar", scalar_lr, scalar_weight_decay, scalar_beta2))
         if groups[key]
     ]
     if adam_groups:
@@ -634,8 +738,25 @@ def build_optimizers(model: nn.Module, *, matrix_lr: float, embed_lr: float, sca
     return optimizers
 
 
+def training_progress(step: int, elapsed_ms: float, iterations: int, max_wallclock_ms) -> float:
+    """Training done, in [0, 1]: the further of step / iterations and elapsed / clock cap."""
+    p = step / iterations if iterations > 0 else 0.0
+    if max_wallclock_ms is not None and max_wallclock_ms > 0:
+        p = max(p, elapsed_ms / max_wallclock_ms)
+    return min(p, 1.0)
+
+
+def seq_len_at(progress: float, start: int, full: int, warmup_frac: float) -> int:
+    """Context-length growth: start, doubling in equal stages, full from warmup_frac on (start 0 = off)."""
+    if start <= 0 or start >= full or progress >= warmup_frac:
+        return full
+    stages = max(1, math.ceil(math.log2(full / start)))  # lengths start * 2^k below full
+    k = int(progress / warmup_frac * stages)
+    return min(start << k, full)
+
+
 def lr_scale(step: int, elapsed_ms: float, *, warmup_steps: int, warmdown_steps: int,
-             iterations: int, max_wallclock_ms) -> float:
+             iterations: int, max_wallclock_ms, warmdown_frac: float = 0.0, min_lr: float = 0.0) -> float:
     """Learning-rate multiplier in [0, 1] for the step about to be taken (step counts from 0).
 
     Warmup: (step + 1) / warmup_steps for the first warmup_steps steps; then the smaller of that
@@ -644,12 +765,12 @@ def lr_scale(step: int, elapsed_ms: float, *, warmup_steps: int, warmdown_steps:
     scale = 1.0
     if warmup_steps > 0 and step < warmup_steps:
         scale = (step + 1) / warmup_steps
-    return min(scale, warmdown_scale(step, elapsed_ms, warmdown_steps=warmdown_steps,
-                                     iterations=iterations, max_wallclock_ms=max_wallclock_ms))
+    return min(scale, warmdown_scale(step, elapsed_ms, warmdown_steps=warmdown_steps, iterations=iterations,
+                                     max_wallclock_ms=max_wallclock_ms, warmdown_frac=warmdown_frac, min_lr=min_lr))
 
 
 def warmdown_scale(step: int, elapsed_ms: float, *, warmdown_steps: int, iterations: int,
-                   max_wallclock_ms) -> float:
+                   max_wallclock_ms, warmdown_frac: float = 0.0, min_lr: float = 0.0) -> float:
     """The warmdown factor of the lr alone: 1.0 before the warmdown, then falling to 0.
 
     By steps: (iterations - step) / warmdown_steps over the last warmdown_steps steps.
@@ -657,19 +778,22 @@ def warmdown_scale(step: int, elapsed_ms: float, *, warmdown_steps: int, iterati
     elapsed_ms / step, warmdown_ms = warmdown_steps * step_ms and remaining_ms = max_wallclock_ms -
     elapsed_ms; the factor is remaining_ms / warmdown_ms once remaining_ms <= warmdown_ms. With
     both set, the smaller factor wins (whichever end comes first).
+    warmdown_frac > 0 replaces both: linear to 0 over the last fraction of training_progress.
+    min_lr > 0 floors the factor s: min_lr + (1 - min_lr) * s.
     """
+    if warmdown_frac > 0:
+        left = 1.0 - training_progress(step, elapsed_ms, iterations, max_wallclock_ms)
+        return min_lr + (1.0 - min_lr) * min(left / warmdown_frac, 1.0)
     scale = 1.0
-    if warmdown_steps <= 0:
-        return scale
-    if iterations > 0 and step >= iterations - warmdown_steps:
+    if warmdown_steps > 0 and iterations > 0 and step >= iterations - warmdown_steps:
         scale = min(scale, max(iterations - step, 0) / warmdown_steps)
-    if max_wallclock_ms is not None and max_wallclock_ms > 0:
+    if warmdown_steps > 0 and max_wallclock_ms is not None and max_wallclock_ms > 0:
         step_ms = elapsed_ms / max(step, 1)
         warmdown_ms = warmdown_steps * step_ms
         remaining_ms = max(max_wallclock_ms - elapsed_ms, 0.0)
         if remaining_ms <= warmdown_ms:
             scale = min(scale, remaining_ms / max(warmdown_ms, 1e-9))
-    return scale
+    return min_lr + (1.0 - min_lr) * scale
 
 
 def swa_snapshot_due(step: int, every: int, warmup_steps: int, warmdown: float) -> bool:
@@ -1410,7 +1534,7 @@ def ngram_phase(model_logp, model_entropy, tokens: np.ndarray, hp, device):
 
 
 def final_evaluation(model, val_tokens, byte_tables, hp, device, autocast, log, *, start_time: float | None = None,
-                     progress=None) -> dict:
+                     progress=None, val_bytes=None) -> dict:
     """Run the configured phases (module docstring); log one eval_phase line each and the
     final_submitted line. Returns {"phases": [phase dicts], "submitted": dict}.
     progress: optional factory (total_targets, phase_name) -> callable(n_done_increment) (rank 0 bars)."""
@@ -1418,7 +1542,8 @@ def final_evaluation(model, val_tokens, byte_tables, hp, device, autocast, log, 
     tokens_np = np.asarray(val_tokens, dtype=np.int64)
     if tokens_np.ndim != 1 or len(tokens_np) < 2:
         raise ValueError(f"final_evaluation needs a 1-D stream of >= 2 val tokens, got shape {tokens_np.shape}")
-    n_bytes = int(target_bytes(tokens_np[:-1], tokens_np[1:], byte_tables).sum())
+    # bytes of every target: given (a CaseOps byte sidecar), else by the challenge's rule
+    n_bytes = int(np.sum(val_bytes)) if val_bytes is not None else int(target_bytes(tokens_np[:-1], tokens_np[1:], byte_tables).sum())
     tokens = torch.from_numpy(tokens_np).to(device)
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
     was_training = model.training
@@ -2904,6 +3029,10 @@ SHARD_HEADER_BYTES = SHARD_HEADER_INTS * 4
 SPACE_PIECE = "\u2581"  # "▁", SentencePiece's whitespace meta symbol
 
 
+# CaseOps (PR #1729): lowercased text, case as these pieces (TITLE, ALLCAPS, CAPNEXT, ESC)
+CASEOPS_OPERATORS = ("\ue001", "\ue002", "\ue003", "\ue004")
+
+
 class ShardError(ValueError):
     """A token shard that is missing, malformed or inconsistent with the tokenizer."""
 
@@ -2961,11 +3090,11 @@ def read_shard(path, vocab_size: int | None = None) -> np.ndarray:
     return tokens.astype(np.uint16, copy=False)
 
 
-def shard_file(data_dir, split: str, index: int | str = "*") -> str:
+def shard_file(data_dir, split: str, index: int | str = "[0-9]*") -> str:
     """The challenge's layout, the one place it is spelled: DATA_DIR/fineweb_{train,val}_NNNNNN.bin
-    (index "*" gives the glob of every shard of the split)."""
-    if split not in ("train", "val", "*"):
-        raise ValueError(f"shard split must be 'train' or 'val', got {split!r}")
+    (and CaseOps sidecars, split "val_bytes"); the default index globs a split (not the sidecars)."""
+    if split not in ("train", "val", "val_bytes", "*"):
+        raise ValueError(f"shard split must be 'train', 'val' or 'val_bytes', got {split!r}")
     name = f"fineweb_{split}_{index:06d}.bin" if isinstance(index, int) else f"fineweb_{split}_{index}.bin"
     return os.path.join(os.fspath(data_dir), name)
 
@@ -3063,6 +3192,7 @@ class ByteTables:
     has_leading_space: np.ndarray  # bool: piece starts with "▁" (worth 1 byte after a non-boundary)
     is_boundary: np.ndarray        # bool: control/unknown/unused id (BOS, pad, ...): 0 bytes, no space after
     bos_id: int = -1               # the tokenizer's BOS (documents are BOS + ids); -1 when unknown
+    sidecar_required: bool = False  # a CaseOps tokenizer: bytes only from the val byte sidecar
     _torch_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def torch_tables(self, device):
@@ -3096,11 +3226,18 @@ def build_byte_tables(sp, vocab_size: int | None = None) -> ByteTables:
             has_leading_space[i] = True
             piece = piece[1:]
         base_bytes[i] = len(piece.encode("utf-8"))
-    return ByteTables(base_bytes, has_leading_space, is_boundary, int(sp.bos_id()))
+    return ByteTables(base_bytes, has_leading_space, is_boundary, bos_id=int(sp.bos_id()), sidecar_required=is_caseops(sp))
+
+
+def is_caseops(sp) -> bool:
+    """True for a tokenizer that holds the four CaseOps operator symbols as pieces."""
+    return all(sp.piece_to_id(op) != sp.unk_id() for op in CASEOPS_OPERATORS)
 
 
 def target_bytes(prev_ids, target_ids, tables: ByteTables) -> np.ndarray:
     """UTF-8 bytes each target stands for, given the token before it (int64, shape of targets)."""
+    if getattr(tables, "sidecar_required", False):
+        raise TokenizerError("a CaseOps tokenizer's bytes come from the fineweb_val_bytes_*.bin sidecar")
     prev, tgt = np.asarray(prev_ids), np.asarray(target_ids)  # uint16 shards index directly, no int64 copy
     if not (np.issubdtype(prev.dtype, np.integer) and np.issubdtype(tgt.dtype, np.integer)):
         prev, tgt = prev.astype(np.int64), tgt.astype(np.int64)  # e.g. empty lists come in as float64
@@ -3113,6 +3250,28 @@ def target_bytes(prev_ids, target_ids, tables: ByteTables) -> np.ndarray:
     space &= (~tables.is_boundary)[prev]
     out += space
     return out
+
+
+def load_val_bytes(pattern: str, num_tokens: int) -> np.ndarray:
+    """The sidecars (fineweb_val_bytes_N.bin beside each fineweb_val_N.bin) of the val shards:
+    one uint16 per token, its share of the original text's UTF-8 bytes."""
+    parts = []
+    for path in shard_paths(pattern):
+        side = os.path.join(os.path.dirname(path), os.path.basename(path).replace("fineweb_val_", "fineweb_val_bytes_", 1))
+        if not os.path.isfile(side):
+            raise ShardError(f"{side}: missing (a CaseOps tokenizer is scored from the byte sidecars)")
+        parts.append(read_shard(side))
+    sidecar = np.concatenate(parts)
+    if sidecar.size < num_tokens:
+        raise ShardError(f"{pattern}: the byte sidecars hold {sidecar.size} entries for {num_tokens} tokens")
+    return sidecar[:num_tokens].astype(np.int64)
+
+
+def val_target_bytes(tokens: np.ndarray, tables: ByteTables, pattern: str) -> np.ndarray:
+    """Bytes of each target tokens[1:]: from the sidecar for a CaseOps tokenizer, else the byte rule."""
+    if tables.sidecar_required:
+        return load_val_bytes(pattern, len(tokens))[1:]
+    return target_bytes(tokens[:-1], tokens[1:], tables)
 
 
 def bits_per_byte(sum_nll_nats: float, sum_bytes: int) -> float:
@@ -3216,6 +3375,8 @@ def check_tokenizer_exact(sp, name: str = "tokenizer") -> None:
     """Raise TokenizerError unless the challenge's per-token byte rule counts this tokenizer exactly."""
     _tokcheck_structure(sp, name)
     tables = build_byte_tables(sp)
+    if tables.sidecar_required:
+        return  # CaseOps: the per-token rule is not used (the sidecar holds the original bytes)
     for text in _TOKCHECK_PLAIN_PROBES:
         _tokcheck_probe(sp, tables, text, True, name)
     for text in _TOKCHECK_SPACE_PROBES:
@@ -3800,6 +3961,47 @@ def weight_telemetry(model: torch.nn.Module) -> dict:
     return out
 
 
+def doc_layout(idx: torch.Tensor, bos_id: int):
+    """Where documents lie in a batch (every document starts with BOS; tokens before the first BOS of
+    a row are one document). On CUDA with flash-attn installed: ("varlen", cu_seqlens, max_len) over
+    the flattened batch; else ("mask", (B, 1, T, T) bool): causal and within one document."""
+    B, T = idx.shape
+    starts = idx == bos_id
+    starts[:, 0] = True
+    if idx.is_cuda and _varlen_flash() is not None:
+        where = torch.nonzero(starts.reshape(-1)).flatten()
+        cu = torch.cat((where, where.new_tensor([B * T]))).to(torch.int32)
+        return ("varlen", cu, int((cu[1:] - cu[:-1]).max()))
+    doc = torch.cumsum(starts, dim=1)  # (B, T) document number within the row
+    causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
+    return ("mask", (causal & (doc[:, :, None] == doc[:, None, :]))[:, None])
+
+
+def _varlen_flash():
+    """flash_attn_varlen_func of FlashAttention 3 or 2 when installed, else None."""
+    try:
+        from flash_attn_interface import flash_attn_varlen_func
+    except ImportError:
+        try:
+            from flash_attn import flash_attn_varlen_func
+        except ImportError:
+            return None
+    return flash_attn_varlen_func
+
+
+def doc_attention(q, k, v, docs, scale=None) -> torch.Tensor:
+    """Causal attention that never crosses a document start. q: (B, T, H, hd); k, v: (B, T, K, hd)."""
+    B, T, H, hd = q.shape
+    if docs[0] == "varlen":  # packed (B*T, heads, hd); the kernel takes GQA as is
+        _, cu, max_len = docs
+        out = _varlen_flash()(q.reshape(B * T, H, -1), k.reshape(B * T, k.size(2), -1), v.reshape(B * T, v.size(2), -1),
+                              cu, cu, max_len, max_len, causal=True, softmax_scale=scale)
+        return (out[0] if isinstance(out, tuple) else out).reshape(B, T, H, -1)
+    y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=docs[1],
+                                       scale=scale, enable_gqa=k.size(2) != H)
+    return y.transpose(1, 2)
+
+
 def rms_norm(x: torch.Tensor) -> torch.Tensor:
     return F.rms_norm(x, (x.size(-1),))
 
@@ -3865,9 +4067,15 @@ class CausalSelfAttention(nn.Module):
         self.use_value_residual = cfg.value_residual and layer > 0
         if self.use_value_residual:
             self.v_mix = nn.Parameter(torch.tensor(0.5))  # weight of this layer's own values
+        self.use_qk_norm = True  # runtime switch (tests)
+        self.gate_width, self.gate_scale = cfg.attn_gate_width, cfg.attn_gate_scale
+        if self.gate_width:  # sparse output gate (PR #1787): zero init = every head at sigmoid(0) = 0.5
+            self.attn_gate = nn.Parameter(torch.zeros(cfg.num_heads, self.gate_width))
+            self.attn_gate._optim_group = "scalar"
 
-    def forward(self, x, v_first=None, value_embed=None):
-        """x: (B, T, D); v_first: (B, T, K, hd) from layer 0; value_embed: (B, T, K*hd) or None."""
+    def forward(self, x, v_first=None, value_embed=None, docs=None):
+        """x: (B, T, D); v_first: (B, T, K, hd) from layer 0; value_embed: (B, T, K*hd) or None;
+        docs: a `doc_layout` (attention within documents) or None."""
         B, T, _ = x.shape
         if self.leech_frozen is not None:
             q, k = self.leech_frozen(x, self.num_heads, self.num_kv_heads)
@@ -3880,7 +4088,8 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, self.num_kv_heads, self.head_dim)
         if self.use_value_residual and v_first is not None:
             v = self.v_mix * v + (1 - self.v_mix) * v_first
-        q, k = rms_norm(q), rms_norm(k)
+        if self.use_qk_norm:
+            q, k = rms_norm(q), rms_norm(k)
         # E8 bias channels from the pre-RoPE q, k; the Leech metric before RoPE keeps scores relative
         e8_extra = self.e8_bias.features(q, k) if self.e8_bias is not None else None
         if self.leech_metric is not None:
@@ -3891,12 +4100,18 @@ class CausalSelfAttention(nn.Module):
         if e8_extra is not None:  # logits + E8 bias = [q, q_extra].[k, k_extra] / sqrt(hd)
             q, k = torch.cat((q, e8_extra[0].to(q.dtype)), -1), torch.cat((k, e8_extra[1].to(k.dtype)), -1)
             scale = 1.0 / math.sqrt(self.head_dim)
-        y = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, scale=scale,
-            enable_gqa=self.num_kv_heads != self.num_heads,
-        ).transpose(1, 2)  # (B, T, H, hd)
+        if docs is not None:
+            y = doc_attention(q, k, v, docs, scale)
+        else:
+            y = F.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, scale=scale,
+                enable_gqa=self.num_kv_heads != self.num_heads,
+            ).transpose(1, 2)  # (B, T, H, hd)
         if self.use_xsa:
             y = exclusive_self_attention(y, v)
+        if self.gate_width:  # gate (B, T, H) from the token's own first channels only: causal
+            gate = torch.sigmoid(self.gate_scale * F.linear(x[..., :self.gate_width], self.attn_gate.to(x.dtype)))
+            y = y * gate[..., None]
         return self.proj(y.reshape(B, T, -1)), v
 
 
@@ -3933,10 +4148,18 @@ class Block(nn.Module):
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(cfg.model_dim), torch.zeros(cfg.model_dim))))
         self.e8_side = E8SideBranch(cfg.model_dim, cfg.e8_sidebranch, cfg.e8_temperature) if cfg.e8_sidebranch != "off" else None
         self.e8_adapter = E8Adapter(cfg.model_dim, cfg.e8_temperature) if cfg.e8_adapter else None
+        self.use_x0 = True  # runtime switch (tests): the x0 lane (resid_mix)
+        if cfg.parallel_start and layer >= cfg.parallel_start:
+            # lane_lambdas[s, l]: weight of sublayer s (0 attention, 1 MLP) written into lane l
+            self.lane_lambdas = nn.Parameter(torch.ones(2, 2))
+            self.lane_lambdas._optim_group = "scalar"
 
-    def forward(self, x, x0, ln_gain: float, v_first=None, value_embed=None):
-        x = self.resid_mix[0] * x + self.resid_mix[1] * x0
-        attn_out, v = self.attn(scaled_rms_norm(x, ln_gain), v_first, value_embed)
+    def mix_x0(self, x, x0):
+        return self.resid_mix[0] * x + self.resid_mix[1] * x0 if self.use_x0 else x
+
+    def forward(self, x, x0, ln_gain: float, v_first=None, value_embed=None, docs=None):
+        x = self.mix_x0(x, x0)
+        attn_out, v = self.attn(scaled_rms_norm(x, ln_gain), v_first, value_embed, docs)
         x = x + self.attn_scale * attn_out
         x = x + self.mlp_scale * self.mlp(scaled_rms_norm(x, ln_gain))
         if self.e8_side is not None:
@@ -3944,6 +4167,17 @@ class Block(nn.Module):
         if self.e8_adapter is not None:
             x = x + self.e8_adapter(rms_norm(x))
         return x, v
+
+    def forward_lanes(self, lanes, x0, ln_gain: float, v_first=None, value_embed=None, docs=None):
+        """Parallel lanes (PR #1530): attention reads lane 0, the MLP lane 1, each writes both with
+        learned weights (all 1: the lanes stay equal, as forward())."""
+        w = self.lane_lambdas.to(lanes[0].dtype)
+        l0, l1 = self.mix_x0(lanes[0], x0), self.mix_x0(lanes[1], x0)
+        attn_out, v = self.attn(rms_norm(l0) * ln_gain, v_first, value_embed, docs)
+        a = self.attn_scale * attn_out
+        l0, l1 = l0 + w[0, 0] * a, l1 + w[0, 1] * a
+        m = self.mlp_scale * self.mlp(rms_norm(l1) * ln_gain)
+        return (l0 + w[1, 0] * m, l1 + w[1, 1] * m), v
 
 
 class SmearGate(nn.Module):
@@ -3953,9 +4187,12 @@ class SmearGate(nn.Module):
         super().__init__()
         self.gate = nn.Parameter(torch.full((dim,), -2.0))
 
-    def forward(self, x):
+    def forward(self, x, not_bos=None):
+        """not_bos: (B, T) bool or None: a BOS keeps its own embedding (PR #1855's leak fix)."""
         prev = F.pad(x[:, :-1], (0, 0, 1, 0))  # (B, T, D), zeros before the first token
         g = torch.sigmoid(self.gate)
+        if not_bos is not None:
+            g = g * not_bos[..., None].to(g.dtype)  # (B, T, D)
         return (1 - g) * x + g * prev
 
 
@@ -3969,8 +4206,11 @@ class BigramHash(nn.Module):
         self.proj = nn.Linear(dim, model_dim, bias=False)
         self.proj._zero_init = True
 
-    def forward(self, idx):
+    def forward(self, idx, bos=None):
+        """bos: (B, T) bool or None: a BOS then hashes as 'no previous'."""
         prev = F.pad(idx[:, :-1], (1, 0), value=-1)
+        if bos is not None:
+            prev = prev.masked_fill(bos, -1)
         h = (prev * 1000003 + idx * 97) % (self.buckets - 1)
         h = torch.where(prev < 0, torch.full_like(h, self.buckets - 1), h)
         return self.proj(self.embed(h))
@@ -3984,7 +4224,13 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
         self.schedule = layer_schedule(cfg.num_layers, layer_list(cfg.recur_layers))
         self.num_skips = cfg.num_layers // 2
+        if cfg.num_loops:  # built looping; the trainer switches the loop off until LOOP_ENABLE_AT
+            self.schedule = loop_schedule(cfg.num_layers, cfg.loop_start, cfg.loop_end, cfg.num_loops)
+            self.num_skips = len(self.schedule) // 2
         self.skip_weights = nn.Parameter(torch.ones(self.num_skips, cfg.model_dim))
+        if cfg.skip_gates:  # zero init: sigmoid 0.5, an even mix of the stream and the weighted skip
+            self.skip_gates = nn.Parameter(torch.zeros(self.num_skips, cfg.model_dim))
+            self.skip_gates._optim_group = "scalar"
         self.smear = SmearGate(cfg.model_dim) if cfg.smear_gate else None
         self.bigram = BigramHash(cfg.bigram_hash_buckets, cfg.bigram_dim, cfg.model_dim) if cfg.bigram_hash_buckets else None
         self.ve_layers = layer_list(cfg.value_embed_layers)
@@ -4019,32 +4265,65 @@ class GPT(nn.Module):
     def head(self, x: torch.Tensor) -> torch.Tensor:
         """Final hidden state (B, T, D) -> softcapped logits through the tied embedding."""
         logits = F.linear(rms_norm(x), self.tok_emb.weight)
-        cap = self.cfg.logit_softcap
+        cap, neg = self.cfg.logit_softcap, self.cfg.logit_softcap_neg
+        if neg > 0:
+            return torch.where(logits > 0, cap * torch.tanh(logits / cap), neg * torch.tanh(logits / neg))
         return cap * torch.tanh(logits / cap) if cap > 0 else logits
+
+    def set_looping(self, on: bool) -> None:
+        """NUM_LOOPS on or off (a compiled model recompiles)."""
+        cfg = self.cfg
+        if not cfg.num_loops:
+            return
+        full = loop_schedule(cfg.num_layers, cfg.loop_start, cfg.loop_end, cfg.num_loops)
+        self.schedule = full if on else list(range(cfg.num_layers))
+
+    def embed(self, idx: torch.Tensor) -> tuple:
+        """idx (B, T) -> (x0 (B, T, D), document layout or None)."""
+        cfg = self.cfg
+        bos = idx == cfg.bos_id if cfg.smear_bos_mask or cfg.doc_isolation else None
+        x = self.tok_emb(idx)
+        if self.bigram is not None:
+            x = x + self.bigram(idx, bos if cfg.doc_isolation else None)
+        if self.smear is not None:
+            x = self.smear(x, ~bos if cfg.smear_bos_mask else None)
+        return rms_norm(x), doc_layout(idx, cfg.bos_id) if cfg.doc_isolation else None
+
+    def add_skip(self, x, skip, i: int):
+        """U-Net skip i: x + w * skip, or with SKIP_GATES lerp(w * skip, x, sigmoid(gate))."""
+        if not self.cfg.skip_gates:
+            return x + self.skip_weights[i] * skip
+        return torch.lerp(self.skip_weights[i] * skip, x, torch.sigmoid(self.skip_gates[i]).to(x.dtype))
 
     def hidden(self, idx: torch.Tensor) -> torch.Tensor:
         """idx: (B, T) -> final hidden state (B, T, D), before the last norm."""
-        x = self.tok_emb(idx)
-        if self.bigram is not None:
-            x = x + self.bigram(idx)
-        if self.smear is not None:
-            x = self.smear(x)
-        x = x0 = rms_norm(x)
+        x, docs = self.embed(idx)
+        x0, lanes = x, None
         ve = self.value_embed(idx) if self.ve_layers else None
         skips, v_first, n = [], None, len(self.schedule)
+        num_skips = min(self.num_skips, n // 2)  # fewer pairs while a loop is off
         for pos, layer in enumerate(self.schedule):
-            if self.use_unet and pos >= n - self.num_skips and skips:
-                x = x + self.skip_weights[n - 1 - pos] * skips.pop()
+            if self.use_unet and pos >= n - num_skips and skips:
+                skip = skips.pop()
+                if lanes is None:
+                    x = self.add_skip(x, skip, n - 1 - pos)
+                else:
+                    lanes = tuple(self.add_skip(lane, skip, n - 1 - pos) for lane in lanes)
             ln_gain = 1.0 / math.sqrt(pos + 1) if self.use_ln_scale else 1.0
             layer_ve = None
             if layer in self.ve_layers:
                 layer_ve = self.ve_scale[self.ve_layers.index(layer)] * ve
-            x, v = self.blocks[layer](x, x0, ln_gain, v_first, layer_ve)
+            if lanes is None and self.cfg.parallel_start and layer >= self.cfg.parallel_start:
+                lanes = (x, x)
+            if lanes is None:
+                x, v = self.blocks[layer](x, x0, ln_gain, v_first, layer_ve, docs)
+            else:
+                lanes, v = self.blocks[layer].forward_lanes(lanes, x0, ln_gain, v_first, layer_ve, docs)
             if v_first is None:
                 v_first = v
-            if self.use_unet and pos < self.num_skips:
-                skips.append(x)
-        return x
+            if self.use_unet and pos < num_skips:
+                skips.append(x if lanes is None else 0.5 * (lanes[0] + lanes[1]))
+        return x if lanes is None else 0.5 * (lanes[0] + lanes[1])
 
     def loss(self, idx, targets, weights=None) -> torch.Tensor:
         """Training objective: cross-entropy, plus the Leech resonance term when it is on."""
@@ -4072,6 +4351,11 @@ def layer_schedule(num_layers: int, recur_layers: list[int]) -> list[int]:
     recur = sorted(recur_layers)
     last = recur[-1]
     return list(range(last + 1)) + recur + list(range(last + 1, num_layers))
+
+
+def loop_schedule(num_layers: int, start: int, end: int, num_loops: int) -> list[int]:
+    """Layers start..end run 1 + num_loops times: 11, 3..5, 2 -> [0..5, 3, 4, 5, 3, 4, 5, 6..10]."""
+    return list(range(end + 1)) + list(range(start, end + 1)) * num_loops + list(range(end + 1, num_layers))
 
 
 def count_params(model: nn.Module) -> int:
@@ -4133,7 +4417,9 @@ def optimizer_kwargs(hp, device) -> dict:
     return dict(matrix_lr=hp.matrix_lr, embed_lr=hp.embed_lr, scalar_lr=hp.scalar_lr,
                 muon_momentum=hp.muon_momentum, muon_backend_steps=hp.muon_backend_steps,
                 muon_weight_decay=hp.muon_weight_decay, adam_weight_decay=hp.adam_weight_decay,
-                beta1=hp.beta1, beta2=hp.beta2, adam_eps=hp.adam_eps, fused=device.type == "cuda")
+                beta1=hp.beta1, beta2=hp.beta2, adam_eps=hp.adam_eps, fused=device.type == "cuda",
+                muon_ns=hp.muon_ns, muon_row_normalize=hp.muon_row_normalize, embed_beta2=hp.embed_beta2,
+                scalar_beta2=hp.scalar_beta2, scalar_weight_decay=hp.scalar_weight_decay)
 
 
 def micro_batches(grad_accum_total: int, world_size: int) -> int:
@@ -4187,6 +4473,9 @@ class Trainer:
         self.ema = EMA(model, hp.ema_decay) if hp.ema_decay > 0 else None
         self.swa = SWA(model) if hp.swa_every > 0 else None
         self.loader = DistributedTokenLoader(shard_file(hp.data_path, "train"), denv.rank, denv.world_size, hp.vocab_size)
+        self.looping = not (hp.num_loops and hp.loop_enable_at > 0)
+        if not self.looping:
+            model.set_looping(False)  # on at LOOP_ENABLE_AT (update_schedule)
         self.bigram = None
         if hp.complement_alpha > 0:
             self.bigram = bigram_probs(shard_file(hp.data_path, "train"), hp.vocab_size).to(device)
@@ -4200,11 +4489,24 @@ class Trainer:
             # through the (DDP/compiled) wrapper: DDP only syncs gradients of its own forward
             return self.forward_model(x, y, weights)
 
-    def step(self, step: int, elapsed_ms: float) -> float:
+    def update_schedule(self, step: int, progress: float) -> int:
+        """Depth recurrence on at LOOP_ENABLE_AT; returns this step's sequence length."""
+        if not self.looping and progress >= self.hp.loop_enable_at:
+            self.model.set_looping(True)
+            self.looping = True
+            self.log(f"looping:on step:{step} progress:{progress:.4f} schedule:{','.join(map(str, self.model.schedule))}")
+        seq_len = seq_len_at(progress, self.hp.seq_len_start, self.hp.train_seq_len, self.hp.seq_len_warmup_frac)
+        if self.hp.seq_len_start and seq_len != getattr(self, "seq_len", 0):
+            self.seq_len = seq_len
+            self.log(f"seq_len:{seq_len} step:{step} progress:{progress:.4f}")
+        return seq_len
+
+    def step(self, step: int, elapsed_ms: float, seq_len: int | None = None) -> float:
         hp = self.hp
+        seq_len = seq_len or self.update_schedule(step, training_progress(step, elapsed_ms, hp.iterations, self.budget_ms))
         total = 0.0
         for micro in range(self.micro_steps):
-            x, y = self.loader.next_batch(hp.train_batch_tokens, hp.train_seq_len, self.micro_steps)
+            x, y = self.loader.next_batch(hp.train_batch_tokens, seq_len, self.micro_steps)
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             sync = self.ddp is None or micro == self.micro_steps - 1
             with contextlib.nullcontext() if sync else self.ddp.no_sync():
@@ -4212,7 +4514,8 @@ class Trainer:
                 loss.backward()
             total += float(loss.detach())
         scale = lr_scale(step, elapsed_ms, warmup_steps=hp.warmup_steps, warmdown_steps=hp.warmdown_steps,
-                         iterations=hp.iterations, max_wallclock_ms=self.budget_ms)
+                         iterations=hp.iterations, max_wallclock_ms=self.budget_ms, warmdown_frac=hp.warmdown_frac,
+                         min_lr=hp.min_lr)
         momentum = muon_momentum_at(step, start=hp.muon_momentum_warmup_start, end=hp.muon_momentum,
                                     warmup_steps=hp.muon_momentum_warmup_steps)
         for opt in self.optimizers:
@@ -4230,7 +4533,7 @@ class Trainer:
             self.ema.update(self.model)
         if self.swa is not None:
             warmdown = warmdown_scale(step, elapsed_ms, warmdown_steps=hp.warmdown_steps, iterations=hp.iterations,
-                                      max_wallclock_ms=self.budget_ms)
+                                      max_wallclock_ms=self.budget_ms, warmdown_frac=hp.warmdown_frac, min_lr=hp.min_lr)
             if swa_snapshot_due(step, hp.swa_every, hp.warmup_steps, warmdown):
                 self.swa.add(self.model)
         return self.global_mean(total)
@@ -4275,9 +4578,15 @@ def compile_warmup(trainer: Trainer, steps: int) -> None:
     (the challenge does not count compilation as training)."""
     model_state = copy.deepcopy(trainer.model.state_dict())
     opt_states = [copy.deepcopy(o.state_dict()) for o in trainer.optimizers]
-    loader_state = trainer.loader.state_dict()
+    loader_state, looping_state = trainer.loader.state_dict(), trainer.looping
     for step in range(steps):
         trainer.step(step, 0.0)
+    for looping, seq_len in warmup_variants(trainer.hp):  # every other graph the run will use
+        trainer.model.set_looping(looping)
+        for step in range(2):
+            trainer.step(step, 0.0, seq_len)
+    trainer.looping = looping_state
+    trainer.model.set_looping(looping_state)
     trainer.model.load_state_dict(model_state)
     for opt, state in zip(trainer.optimizers, opt_states):
         opt.load_state_dict(state)
@@ -4286,6 +4595,14 @@ def compile_warmup(trainer: Trainer, steps: int) -> None:
         trainer.ema = EMA(trainer.model, trainer.hp.ema_decay)
     if trainer.swa is not None:  # snapshots of the warm-up steps are not of the trained model
         trainer.swa = SWA(trainer.model)
+
+
+def warmup_variants(hp) -> list[tuple[bool, int]]:
+    """(looping, seq_len) of the other graphs a run meets, compiled before the clock starts."""
+    loops = [False, True] if hp.num_loops and hp.loop_enable_at > 0 else [bool(hp.num_loops)]
+    lengths = sorted({seq_len_at(k / 64, hp.seq_len_start, hp.train_seq_len, hp.seq_len_warmup_frac) for k in range(65)})
+    first = (loops[0], lengths[0])
+    return [(lp, n) for lp in loops for n in lengths if (lp, n) != first]
 
 
 def run_validation(model, val, hp, device, autocast, denv):
@@ -4300,7 +4617,10 @@ def load_validation(hp, sp_tables, log) -> dict:
         tokens = tokens[: hp.val_max_tokens + 1]
         log(f"val_subset:first_{hp.val_max_tokens}_targets (NOT the full val set)")
     tokens = np.asarray(tokens, dtype=np.int64)
-    return {"tokens": tokens, "bytes": target_bytes(tokens[:-1], tokens[1:], sp_tables), "tables": sp_tables}
+    n_bytes = val_target_bytes(tokens, sp_tables, shard_file(hp.data_path, "val"))
+    if sp_tables.sidecar_required:
+        log("val_bytes:sidecar (CaseOps tokenizer: bytes of the original text)")
+    return {"tokens": tokens, "bytes": n_bytes, "tables": sp_tables}
 
 
 def calibrate_and_quantize(model, hp, device, log) -> tuple[dict, float]:
@@ -4334,7 +4654,7 @@ def write_artifact(path, state_entries, model, hp, denv, tok_sha, log) -> None:
     """Rank 0 codes and writes the artifact; every rank then holds the same file (as bytes)."""
     if denv.rank == 0:
         state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
-        config = GPTConfig.from_hparams(hp).__dict__
+        config = artifact_model_config(GPTConfig.from_hparams(hp))
         if hp.save_float_weights:  # not part of the artifact: for quantisation studies
             save_checkpoint(os.path.join(os.path.dirname(path), "final_weights.lgck"), state, {"model_config": config})
         t0 = time.perf_counter()
@@ -4368,7 +4688,7 @@ def export_and_roundtrip(trainer, hp, denv, device, autocast, val, log, run_dir,
     log(f"{tag} val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} tokens:{res['tokens']} bytes:{res['bytes']} eval_time:{eval_ms:.0f}ms data:{val['data']}")
     # the submitted score: every configured phase (sliding, TTT, n-gram), each logged with its time
     final_evaluation(fresh, val["tokens"], val["tables"], hp, device, autocast,
-                     lambda line: log(f"{line} data:{val['data']}"), start_time=t_decode)
+                     lambda line: log(f"{line} data:{val['data']}"), start_time=t_decode, val_bytes=val["bytes"])
     log(f"bytes_code:{len(code_bytes)} bytes_model:{bytes_model} bytes_total:{bytes_total} limit:{ARTIFACT_LIMIT_BYTES}")
     if bytes_total > ARTIFACT_LIMIT_BYTES:
         log(f"artifact_valid:false over_limit_by:{bytes_total - ARTIFACT_LIMIT_BYTES}")
@@ -4498,6 +4818,8 @@ def main() -> int:
             return 0
     log(f"train_steps:{step} train_time_ms:{train_time_ms:.0f} last_step_start_ms:{last_step_start_ms:.0f} "
         f"train_budget_ms:{trainer.budget_ms:.0f}")
+    if not trainer.looping:  # cut before LOOP_ENABLE_AT: evaluate and export the looping model the config defines
+        trainer.update_schedule(step, 1.0)
     if trainer.swa is not None and trainer.swa.count > 0:
         trainer.swa.copy_to(model)
         log(f"weights:swa snapshots:{trainer.swa.count}")

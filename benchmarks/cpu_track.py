@@ -38,6 +38,12 @@ ROWS: dict[str, dict[str, str]] = {
                   XSA_LAST_N="2", LN_SCALE="1", ROPE_DIMS="16", WARMUP_STEPS="10", WARMDOWN_STEPS="720",
                   MATRIX_LR="0.06", SCALAR_LR="0.06", EMBED_LR="0.08", EMA_DECAY="0"),
 }
+# the stack with issue 17's switches as the record preset uses them, scaled to 5 layers: attention
+# gate, gated skips, BOS-masked SmearGate, lanes from layer 3, layers 1-2 looped from 35% of the
+# run, Polar-Express row-normalised Muon (the stack's own learning rates and schedule kept)
+ROWS["frontier"] = dict(ROWS["stack"], ATTN_GATE_WIDTH="12", ATTN_GATE_SCALE="0.5", SKIP_GATES="1",
+                        SMEAR_BOS_MASK="1", PARALLEL_START="3", NUM_LOOPS="1", LOOP_START="1", LOOP_END="2",
+                        LOOP_ENABLE_AT="0.35", MUON_NS="polar_express", MUON_ROW_NORMALIZE="1")
 
 
 def run_row(row: str, seed: int, seconds: float, out: Path, extra: dict[str, str], tag: str = "") -> dict:

@@ -34,9 +34,9 @@ def run_muon_steps() -> tuple:
     calls = [0]
     original = optim.zeropower_newton_schulz
 
-    def counting(g, steps=5, eps=1e-7):
+    def counting(g, steps=5, eps=1e-7, coeffs=None):
         calls[0] += 1
-        return original(g, steps=steps, eps=eps)
+        return original(g, steps=steps, eps=eps, coeffs=coeffs)
 
     optim.zeropower_newton_schulz = counting
     try:

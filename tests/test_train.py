@@ -91,19 +91,33 @@ def test_non_finite_loss_stops_with_clear_message(tmp_path, mini_data, sp1024_mo
 
 
 def test_record_preset_builds_steps_and_exports_on_cpu(tmp_path, mini_data, sp1024_model):
-    """The full-size 8xH100 preset (11 layers, d 512) takes one optimiser step on CPU and exports.
-    Tiny batch; int6 without GPTQ here because Hessian calibration of 27M params takes minutes on
-    this CPU (GPTQ itself is tested in test_quant.py)."""
-    env = {"PRESET": "record", "TRAIN_BATCH_TOKENS": "1024", "TRAIN_SEQ_LEN": "128", "GRAD_ACCUM_TOTAL": "1",
-           "ITERATIONS": "1", "VAL_MAX_TOKENS": "256", "VAL_LOSS_EVERY": "0", "QUANT_SCHEME": "int6_lite",
-           "COMPILE": "0"}
+    """The 8xH100 `record` preset (issue 17's 1.06-class stack) with every one of its switches, at a
+    reduced width (d 128) and the sp1024 mini data: builds, switches its loop on at 35% of the run,
+    takes its steps and exports (GPTQ) and reloads within the limit."""
+    from lila_golf.core.config import GPTConfig, Hyperparameters
+    from lila_golf.core.model import GPT, count_params
+    env = {"PRESET": "record", "MODEL_DIM": "128", "VOCAB_SIZE": "1024", "TRAIN_BATCH_TOKENS": "1024",
+           "TRAIN_SEQ_LEN": "128", "GRAD_ACCUM_TOTAL": "1", "ITERATIONS": "3", "VAL_MAX_TOKENS": "256",
+           "VAL_LOSS_EVERY": "0", "COMPILE": "0"}
     proc, log = run_script(tmp_path, mini_data, sp1024_model, env, run_id="record")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    params = int(re.search(r"model_params:(\d+)", log).group(1))
-    assert 20_000_000 < params < 23_000_000
-    assert "step:1/1 train_loss:" in log
+    hp = Hyperparameters.from_env(env)
+    assert int(re.search(r"model_params:(\d+)", log).group(1)) == count_params(GPT(GPTConfig.from_hparams(hp)))
+    assert "looping:on step:2 progress:0.6667 schedule:0,1,2,3,4,5,3,4,5,3,4,5,6,7,8,9,10" in log
+    assert "step:3/3 train_loss:" in log and "gptq_calibration_time_ms" in log
     m = re.search(r"bytes_code:(\d+) bytes_model:(\d+) bytes_total:(\d+)", log)
-    assert m and int(m.group(3)) < 16_000_000
+    assert m and int(m.group(3)) < 16_000_000 and "artifact_valid:true" in log
+
+
+def test_record_preset_full_shape():
+    """The preset's own shape: 11 physical layers (17 virtual once looping), 35,946,116 parameters."""
+    from lila_golf.core.config import GPTConfig, Hyperparameters
+    from lila_golf.core.model import GPT, count_params
+    hp = Hyperparameters.from_env({"PRESET": "record"})
+    model = GPT(GPTConfig.from_hparams(hp))
+    assert (hp.vocab_size, hp.num_layers, hp.model_dim, hp.mlp_mult) == (8192, 11, 512, 4)
+    assert count_params(model) == 35_946_116 and len(model.schedule) == 17
+    assert sum(hasattr(b, "lane_lambdas") for b in model.blocks) == 3  # layers 8, 9, 10
 
 
 def test_complementary_training_weights(mini_data):

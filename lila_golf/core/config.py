@@ -26,6 +26,7 @@ OPTIONAL_FEATURES: dict[str, tuple[dict[str, object], tuple[str, ...]]] = {
     "weight telemetry": ({"telemetry_every": 0}, ("telemetry",)),
     "test-time training": ({"ttt_mode": "off"}, ("ttt",)),
     "n-gram mixing": ({"ngram_order": 0}, ("ngram", "ngrammix")),
+    "document isolation": ({"doc_isolation": False}, ("docattn",)),
 }
 # field -> (off value, feature) for the features this file was generated without; the bundler fills
 # it in a record file, and validate() refuses to switch them on
@@ -62,9 +63,24 @@ PRESETS: dict[str, dict[str, object]] = {
         warmup_restore_steps=20, warmdown_steps=1200, val_loss_every=1000, train_log_every=200,
         max_wallclock_seconds=600.0, weight_init="linear_default",
     ),
-    # full size for 8xH100, shaped like the public records (11 layers, d 512, int6); MLP 2x so the
-    # projected artifact fits: see README "Record preset size projection"
+    # the 1.06-class stack (#1855) at sp8192 CaseOps for 8xH100: README "The frontier stack"
     "record": dict(
+        vocab_size=8192, data_path="data/datasets/fineweb10B_sp8192_caseops",
+        tokenizer_path="data/tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model",
+        num_layers=11, model_dim=512, num_heads=8, num_kv_heads=4, mlp_mult=4, train_seq_len=2048,
+        train_batch_tokens=786432, grad_accum_total=8, iterations=20000, warmup_steps=20,
+        val_loss_every=0, train_log_every=100, max_wallclock_seconds=600.0,
+        xsa_last_n=11, rope_dims=16, activation="leaky_relu2", ln_scale=True, qk_gain_init=5.0,
+        smear_gate=True, smear_bos_mask=True, attn_gate_width=12, attn_gate_scale=0.5, skip_gates=True,
+        parallel_start=8, loop_start=3, loop_end=5, num_loops=2, loop_enable_at=0.35,
+        matrix_lr=0.026, embed_lr=0.03, scalar_lr=0.02, muon_momentum=0.97, muon_momentum_warmup_start=0.92,
+        muon_momentum_warmup_steps=1500, muon_ns="polar_express", muon_row_normalize=True,
+        muon_weight_decay=0.095, adam_weight_decay=0.085, scalar_weight_decay=0.02, beta2=0.99,
+        grad_clip_norm=0.3, warmdown_frac=0.85, min_lr=0.1, ema_decay=0.9965,
+        quant_scheme="int6_gptq", codec="brotli", compile=True,
+    ),
+    # the March-records stack at sp1024 (the record preset before issue 17): README "Record preset size projection"
+    "record_sp1024": dict(
         num_layers=11, model_dim=512, num_heads=8, num_kv_heads=4, mlp_mult=2, train_seq_len=2048,
         train_batch_tokens=786432, grad_accum_total=8, iterations=20000, warmup_steps=20,
         warmdown_steps=3500, val_loss_every=1000, train_log_every=100, max_wallclock_seconds=600.0,
@@ -75,9 +91,10 @@ PRESETS: dict[str, dict[str, object]] = {
 }
 
 
-def model_field(default):
-    """A Hyperparameters field of the model's architecture: it goes into GPTConfig and the artifact."""
-    return field(default=default, metadata={"model": True})
+def model_field(default, optional: bool = False):
+    """A Hyperparameters field of the model's architecture: it goes into GPTConfig and the artifact
+    (optional: left out of the artifact while at its default, so older artifacts keep their bytes)."""
+    return field(default=default, metadata={"model": True, "optional": optional})
 
 
 @dataclass
@@ -138,6 +155,18 @@ class Hyperparameters:
     leech_loss_weight: float = model_field(0.0)  # lambda of the Leech resonance loss on the final hidden state
     leech_loss_max_blocks: int = model_field(4096)  # 24-dim blocks sampled per step for that loss (0 = all; ~12 CPU-s per 175k)
     weight_init: str = "orthogonal"  # orthogonal | linear_default (the challenge baseline's); not in the artifact
+    # frontier switches (issue 17), off by default: README "The frontier stack"
+    bos_id: int = model_field(1, True)  # the id that starts every document
+    attn_gate_width: int = model_field(0, True)  # > 0: per-head sigmoid gate on the first N input channels
+    attn_gate_scale: float = model_field(1.0, True)
+    skip_gates: bool = model_field(False, True)  # U-Net skips mixed in by sigmoid gates
+    smear_bos_mask: bool = model_field(False, True)  # no SmearGate onto a BOS
+    doc_isolation: bool = model_field(False, True)  # no attention across a BOS
+    parallel_start: int = model_field(0, True)  # > 0: two residual lanes from this layer on
+    loop_start: int = model_field(0, True)  # layers loop_start..loop_end run 1 + num_loops times
+    loop_end: int = model_field(0, True)
+    num_loops: int = model_field(0, True)
+    logit_softcap_neg: float = model_field(0.0, True)  # > 0: cap of negative logits
     # --- optimiser ---
     matrix_lr: float = 0.04
     embed_lr: float = 0.05
@@ -152,6 +181,16 @@ class Hyperparameters:
     beta2: float = 0.95
     adam_eps: float = 1e-8
     grad_clip_norm: float = 0.0
+    muon_ns: str = "quintic"  # quintic | polar_express (an (a, b, c) per iteration)
+    muon_row_normalize: bool = False  # unit rows before Newton-Schulz (MuonEq-R)
+    embed_beta2: float = 0.0  # 0 = BETA2
+    scalar_beta2: float = 0.0  # 0 = BETA2
+    scalar_weight_decay: float = 0.0
+    warmdown_frac: float = 0.0  # > 0: warmdown over this last fraction of training (replaces WARMDOWN_STEPS)
+    min_lr: float = 0.0  # warmdown floor, a fraction of the base lr
+    loop_enable_at: float = 0.0  # fraction of training at which NUM_LOOPS switches on
+    seq_len_start: int = 0  # > 0: train at this length first, doubling to TRAIN_SEQ_LEN ...
+    seq_len_warmup_frac: float = 0.0  # ... by this fraction of training
     # --- weight averaging ---
     ema_decay: float = 0.0  # 0 = off
     swa_every: int = 0  # 0 = off; else snapshot every N steps once the warmdown factor drops below 0.5 (never in the lr warmup)
@@ -207,6 +246,7 @@ class Hyperparameters:
             raise ValueError(f"WEIGHT_INIT={self.weight_init!r} is not one of {WEIGHT_INITS}")
         GPTConfig.from_hparams(self)  # the architecture checks itself
         validate_eval(self)
+        validate_schedule(self)
 
     def as_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -257,6 +297,37 @@ def validate_model(cfg) -> None:
     if (cfg.attn_geometry, cfg.e8_sidebranch, cfg.e8_adapter) != ("none", "off", False):
         validate_geometry(cfg.attn_geometry, cfg.model_dim, cfg.num_heads, cfg.e8_sidebranch,
                           cfg.e8_temperature, cfg.e8_adapter)
+    validate_frontier(cfg)
+
+
+def validate_frontier(cfg) -> None:
+    """Checks of the issue-17 model switches, each naming its variable."""
+    if not 0 <= cfg.attn_gate_width <= cfg.model_dim:
+        raise ValueError(f"ATTN_GATE_WIDTH={cfg.attn_gate_width} must be in 0..MODEL_DIM={cfg.model_dim}")
+    if cfg.parallel_start and not 0 < cfg.parallel_start < cfg.num_layers:
+        raise ValueError(f"PARALLEL_START={cfg.parallel_start} must be in 1..{cfg.num_layers - 1} (0 = off)")
+    if cfg.parallel_start and (cfg.e8_sidebranch != "off" or cfg.e8_adapter):
+        raise ValueError("PARALLEL_START does not combine with E8_SIDEBRANCH / E8_ADAPTER")
+    if cfg.num_loops < 0 or (cfg.num_loops and not 0 <= cfg.loop_start <= cfg.loop_end < cfg.num_layers):
+        raise ValueError(f"NUM_LOOPS={cfg.num_loops} needs 0 <= LOOP_START={cfg.loop_start} <= "
+                         f"LOOP_END={cfg.loop_end} < NUM_LAYERS={cfg.num_layers}")
+    if cfg.num_loops and cfg.recur_layers:
+        raise ValueError("NUM_LOOPS and RECUR_LAYERS are two forms of depth recurrence: set one")
+    if cfg.logit_softcap_neg < 0 or (cfg.logit_softcap_neg and cfg.logit_softcap <= 0):
+        raise ValueError(f"LOGIT_SOFTCAP_NEG={cfg.logit_softcap_neg} needs LOGIT_SOFTCAP > 0 (the positive cap)")
+
+
+def validate_schedule(hp) -> None:
+    """Checks of the issue-17 schedule options, each naming its variable."""
+    if hp.muon_ns not in ("quintic", "polar_express"):
+        raise ValueError(f"MUON_NS={hp.muon_ns!r} is not quintic or polar_express")
+    for name in ("warmdown_frac", "min_lr", "loop_enable_at", "seq_len_warmup_frac"):
+        if not 0.0 <= getattr(hp, name) <= 1.0:
+            raise ValueError(f"{name.upper()}={getattr(hp, name)} must be in [0, 1]")
+    if hp.loop_enable_at and not hp.num_loops:
+        raise ValueError("LOOP_ENABLE_AT needs NUM_LOOPS > 0")
+    if not 0 <= hp.seq_len_start <= hp.train_seq_len:
+        raise ValueError(f"SEQ_LEN_START={hp.seq_len_start} must be in 0..TRAIN_SEQ_LEN={hp.train_seq_len}")
 
 
 def validate_geometry(attn_geometry: str, model_dim: int, num_heads: int, e8_sidebranch: str = "off",
@@ -289,8 +360,14 @@ def _from_hparams(cls, hp):
 # The model's config: exactly the model_field fields of Hyperparameters, in their order (the keys of
 # the artifact header's model_config), validated on construction.
 GPTConfig = dataclasses.make_dataclass(
-    "GPTConfig", [(f.name, f.type, field(default=f.default)) for f in fields(Hyperparameters) if f.metadata.get("model")],
+    "GPTConfig", [(f.name, f.type, field(default=f.default, metadata=f.metadata)) for f in fields(Hyperparameters) if f.metadata.get("model")],
     namespace={"__post_init__": validate_model, "from_hparams": classmethod(_from_hparams)})
+
+
+def artifact_model_config(cfg) -> dict:
+    """The model_config an artifact records: every field but optional ones at their default."""
+    return {f.name: getattr(cfg, f.name) for f in fields(cfg)
+            if not (f.metadata.get("optional") and getattr(cfg, f.name) == f.default)}
 
 
 def layer_list(spec: str) -> list[int]:

@@ -29,6 +29,8 @@ SHARD_VERSION = 1
 SHARD_HEADER_INTS = 256
 SHARD_HEADER_BYTES = SHARD_HEADER_INTS * 4
 SPACE_PIECE = "\u2581"  # "▁", SentencePiece's whitespace meta symbol
+# CaseOps (PR #1729): lowercased text, case as these pieces (TITLE, ALLCAPS, CAPNEXT, ESC)
+CASEOPS_OPERATORS = ("\ue001", "\ue002", "\ue003", "\ue004")
 
 
 class ShardError(ValueError):
@@ -109,11 +111,11 @@ def write_shard(path, tokens) -> None:
     os.replace(tmp, path)
 
 
-def shard_file(data_dir, split: str, index: int | str = "*") -> str:
+def shard_file(data_dir, split: str, index: int | str = "[0-9]*") -> str:
     """The challenge's layout, the one place it is spelled: DATA_DIR/fineweb_{train,val}_NNNNNN.bin
-    (index "*" gives the glob of every shard of the split)."""
-    if split not in ("train", "val", "*"):
-        raise ValueError(f"shard split must be 'train' or 'val', got {split!r}")
+    (and CaseOps sidecars, split "val_bytes"); the default index globs a split (not the sidecars)."""
+    if split not in ("train", "val", "val_bytes", "*"):
+        raise ValueError(f"shard split must be 'train', 'val' or 'val_bytes', got {split!r}")
     name = f"fineweb_{split}_{index:06d}.bin" if isinstance(index, int) else f"fineweb_{split}_{index}.bin"
     return os.path.join(os.fspath(data_dir), name)
 
@@ -212,6 +214,7 @@ class ByteTables:
     has_leading_space: np.ndarray  # bool: piece starts with "▁" (worth 1 byte after a non-boundary)
     is_boundary: np.ndarray        # bool: control/unknown/unused id (BOS, pad, ...): 0 bytes, no space after
     bos_id: int = -1               # the tokenizer's BOS (documents are BOS + ids); -1 when unknown
+    sidecar_required: bool = False  # a CaseOps tokenizer: bytes only from the val byte sidecar
     _torch_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def torch_tables(self, device):
@@ -245,11 +248,18 @@ def build_byte_tables(sp, vocab_size: int | None = None) -> ByteTables:
             has_leading_space[i] = True
             piece = piece[1:]
         base_bytes[i] = len(piece.encode("utf-8"))
-    return ByteTables(base_bytes, has_leading_space, is_boundary, int(sp.bos_id()))
+    return ByteTables(base_bytes, has_leading_space, is_boundary, bos_id=int(sp.bos_id()), sidecar_required=is_caseops(sp))
+
+
+def is_caseops(sp) -> bool:
+    """True for a tokenizer that holds the four CaseOps operator symbols as pieces."""
+    return all(sp.piece_to_id(op) != sp.unk_id() for op in CASEOPS_OPERATORS)
 
 
 def target_bytes(prev_ids, target_ids, tables: ByteTables) -> np.ndarray:
     """UTF-8 bytes each target stands for, given the token before it (int64, shape of targets)."""
+    if getattr(tables, "sidecar_required", False):
+        raise TokenizerError("a CaseOps tokenizer's bytes come from the fineweb_val_bytes_*.bin sidecar")
     prev, tgt = np.asarray(prev_ids), np.asarray(target_ids)  # uint16 shards index directly, no int64 copy
     if not (np.issubdtype(prev.dtype, np.integer) and np.issubdtype(tgt.dtype, np.integer)):
         prev, tgt = prev.astype(np.int64), tgt.astype(np.int64)  # e.g. empty lists come in as float64
@@ -269,6 +279,28 @@ def target_bytes_torch(prev_ids: torch.Tensor, target_ids: torch.Tensor, tables:
     base, lead, boundary = tables.torch_tables(target_ids.device)
     prev, tgt = prev_ids.long(), target_ids.long()
     return base[tgt] + (lead[tgt] & ~boundary[prev]).long()
+
+
+def load_val_bytes(pattern: str, num_tokens: int) -> np.ndarray:
+    """The sidecars (fineweb_val_bytes_N.bin beside each fineweb_val_N.bin) of the val shards:
+    one uint16 per token, its share of the original text's UTF-8 bytes."""
+    parts = []
+    for path in shard_paths(pattern):
+        side = os.path.join(os.path.dirname(path), os.path.basename(path).replace("fineweb_val_", "fineweb_val_bytes_", 1))
+        if not os.path.isfile(side):
+            raise ShardError(f"{side}: missing (a CaseOps tokenizer is scored from the byte sidecars)")
+        parts.append(read_shard(side))
+    sidecar = np.concatenate(parts)
+    if sidecar.size < num_tokens:
+        raise ShardError(f"{pattern}: the byte sidecars hold {sidecar.size} entries for {num_tokens} tokens")
+    return sidecar[:num_tokens].astype(np.int64)
+
+
+def val_target_bytes(tokens: np.ndarray, tables: ByteTables, pattern: str) -> np.ndarray:
+    """Bytes of each target tokens[1:]: from the sidecar for a CaseOps tokenizer, else the byte rule."""
+    if tables.sidecar_required:
+        return load_val_bytes(pattern, len(tokens))[1:]
+    return target_bytes(tokens[:-1], tokens[1:], tables)
 
 
 def bits_per_byte(sum_nll_nats: float, sum_bytes: int) -> float:
@@ -370,6 +402,8 @@ def check_tokenizer_exact(sp, name: str = "tokenizer") -> None:
     """Raise TokenizerError unless the challenge's per-token byte rule counts this tokenizer exactly."""
     _tokcheck_structure(sp, name)
     tables = build_byte_tables(sp)
+    if tables.sidecar_required:
+        return  # CaseOps: the per-token rule is not used (the sidecar holds the original bytes)
     for text in _TOKCHECK_PLAIN_PROBES:
         _tokcheck_probe(sp, tables, text, True, name)
     for text in _TOKCHECK_SPACE_PROBES:

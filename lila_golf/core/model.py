@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from .config import GPTConfig, layer_list
 from .geometry import E8Adapter, E8AttentionBias, E8SideBranch, LeechFrozenQK, LeechMetric
 from .lattice import leech_resonance_loss
+from .docattn import doc_attention, doc_layout
 
 
 def rms_norm(x: torch.Tensor) -> torch.Tensor:
@@ -82,9 +83,15 @@ class CausalSelfAttention(nn.Module):
         self.use_value_residual = cfg.value_residual and layer > 0
         if self.use_value_residual:
             self.v_mix = nn.Parameter(torch.tensor(0.5))  # weight of this layer's own values
+        self.use_qk_norm = True  # runtime switch (tests)
+        self.gate_width, self.gate_scale = cfg.attn_gate_width, cfg.attn_gate_scale
+        if self.gate_width:  # sparse output gate (PR #1787): zero init = every head at sigmoid(0) = 0.5
+            self.attn_gate = nn.Parameter(torch.zeros(cfg.num_heads, self.gate_width))
+            self.attn_gate._optim_group = "scalar"
 
-    def forward(self, x, v_first=None, value_embed=None):
-        """x: (B, T, D); v_first: (B, T, K, hd) from layer 0; value_embed: (B, T, K*hd) or None."""
+    def forward(self, x, v_first=None, value_embed=None, docs=None):
+        """x: (B, T, D); v_first: (B, T, K, hd) from layer 0; value_embed: (B, T, K*hd) or None;
+        docs: a `doc_layout` (attention within documents) or None."""
         B, T, _ = x.shape
         if self.leech_frozen is not None:
             q, k = self.leech_frozen(x, self.num_heads, self.num_kv_heads)
@@ -97,7 +104,8 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, self.num_kv_heads, self.head_dim)
         if self.use_value_residual and v_first is not None:
             v = self.v_mix * v + (1 - self.v_mix) * v_first
-        q, k = rms_norm(q), rms_norm(k)
+        if self.use_qk_norm:
+            q, k = rms_norm(q), rms_norm(k)
         # E8 bias channels from the pre-RoPE q, k; the Leech metric before RoPE keeps scores relative
         e8_extra = self.e8_bias.features(q, k) if self.e8_bias is not None else None
         if self.leech_metric is not None:
@@ -108,12 +116,18 @@ class CausalSelfAttention(nn.Module):
         if e8_extra is not None:  # logits + E8 bias = [q, q_extra].[k, k_extra] / sqrt(hd)
             q, k = torch.cat((q, e8_extra[0].to(q.dtype)), -1), torch.cat((k, e8_extra[1].to(k.dtype)), -1)
             scale = 1.0 / math.sqrt(self.head_dim)
-        y = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, scale=scale,
-            enable_gqa=self.num_kv_heads != self.num_heads,
-        ).transpose(1, 2)  # (B, T, H, hd)
+        if docs is not None:
+            y = doc_attention(q, k, v, docs, scale)
+        else:
+            y = F.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, scale=scale,
+                enable_gqa=self.num_kv_heads != self.num_heads,
+            ).transpose(1, 2)  # (B, T, H, hd)
         if self.use_xsa:
             y = exclusive_self_attention(y, v)
+        if self.gate_width:  # gate (B, T, H) from the token's own first channels only: causal
+            gate = torch.sigmoid(self.gate_scale * F.linear(x[..., :self.gate_width], self.attn_gate.to(x.dtype)))
+            y = y * gate[..., None]
         return self.proj(y.reshape(B, T, -1)), v
 
 
@@ -150,10 +164,18 @@ class Block(nn.Module):
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(cfg.model_dim), torch.zeros(cfg.model_dim))))
         self.e8_side = E8SideBranch(cfg.model_dim, cfg.e8_sidebranch, cfg.e8_temperature) if cfg.e8_sidebranch != "off" else None
         self.e8_adapter = E8Adapter(cfg.model_dim, cfg.e8_temperature) if cfg.e8_adapter else None
+        self.use_x0 = True  # runtime switch (tests): the x0 lane (resid_mix)
+        if cfg.parallel_start and layer >= cfg.parallel_start:
+            # lane_lambdas[s, l]: weight of sublayer s (0 attention, 1 MLP) written into lane l
+            self.lane_lambdas = nn.Parameter(torch.ones(2, 2))
+            self.lane_lambdas._optim_group = "scalar"
 
-    def forward(self, x, x0, ln_gain: float, v_first=None, value_embed=None):
-        x = self.resid_mix[0] * x + self.resid_mix[1] * x0
-        attn_out, v = self.attn(scaled_rms_norm(x, ln_gain), v_first, value_embed)
+    def mix_x0(self, x, x0):
+        return self.resid_mix[0] * x + self.resid_mix[1] * x0 if self.use_x0 else x
+
+    def forward(self, x, x0, ln_gain: float, v_first=None, value_embed=None, docs=None):
+        x = self.mix_x0(x, x0)
+        attn_out, v = self.attn(scaled_rms_norm(x, ln_gain), v_first, value_embed, docs)
         x = x + self.attn_scale * attn_out
         x = x + self.mlp_scale * self.mlp(scaled_rms_norm(x, ln_gain))
         if self.e8_side is not None:
@@ -161,6 +183,17 @@ class Block(nn.Module):
         if self.e8_adapter is not None:
             x = x + self.e8_adapter(rms_norm(x))
         return x, v
+
+    def forward_lanes(self, lanes, x0, ln_gain: float, v_first=None, value_embed=None, docs=None):
+        """Parallel lanes (PR #1530): attention reads lane 0, the MLP lane 1, each writes both with
+        learned weights (all 1: the lanes stay equal, as forward())."""
+        w = self.lane_lambdas.to(lanes[0].dtype)
+        l0, l1 = self.mix_x0(lanes[0], x0), self.mix_x0(lanes[1], x0)
+        attn_out, v = self.attn(rms_norm(l0) * ln_gain, v_first, value_embed, docs)
+        a = self.attn_scale * attn_out
+        l0, l1 = l0 + w[0, 0] * a, l1 + w[0, 1] * a
+        m = self.mlp_scale * self.mlp(rms_norm(l1) * ln_gain)
+        return (l0 + w[1, 0] * m, l1 + w[1, 1] * m), v
 
 
 class SmearGate(nn.Module):
@@ -170,9 +203,12 @@ class SmearGate(nn.Module):
         super().__init__()
         self.gate = nn.Parameter(torch.full((dim,), -2.0))
 
-    def forward(self, x):
+    def forward(self, x, not_bos=None):
+        """not_bos: (B, T) bool or None: a BOS keeps its own embedding (PR #1855's leak fix)."""
         prev = F.pad(x[:, :-1], (0, 0, 1, 0))  # (B, T, D), zeros before the first token
         g = torch.sigmoid(self.gate)
+        if not_bos is not None:
+            g = g * not_bos[..., None].to(g.dtype)  # (B, T, D)
         return (1 - g) * x + g * prev
 
 
@@ -186,8 +222,11 @@ class BigramHash(nn.Module):
         self.proj = nn.Linear(dim, model_dim, bias=False)
         self.proj._zero_init = True
 
-    def forward(self, idx):
+    def forward(self, idx, bos=None):
+        """bos: (B, T) bool or None: a BOS then hashes as 'no previous'."""
         prev = F.pad(idx[:, :-1], (1, 0), value=-1)
+        if bos is not None:
+            prev = prev.masked_fill(bos, -1)
         h = (prev * 1000003 + idx * 97) % (self.buckets - 1)
         h = torch.where(prev < 0, torch.full_like(h, self.buckets - 1), h)
         return self.proj(self.embed(h))
@@ -201,7 +240,13 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
         self.schedule = layer_schedule(cfg.num_layers, layer_list(cfg.recur_layers))
         self.num_skips = cfg.num_layers // 2
+        if cfg.num_loops:  # built looping; the trainer switches the loop off until LOOP_ENABLE_AT
+            self.schedule = loop_schedule(cfg.num_layers, cfg.loop_start, cfg.loop_end, cfg.num_loops)
+            self.num_skips = len(self.schedule) // 2
         self.skip_weights = nn.Parameter(torch.ones(self.num_skips, cfg.model_dim))
+        if cfg.skip_gates:  # zero init: sigmoid 0.5, an even mix of the stream and the weighted skip
+            self.skip_gates = nn.Parameter(torch.zeros(self.num_skips, cfg.model_dim))
+            self.skip_gates._optim_group = "scalar"
         self.smear = SmearGate(cfg.model_dim) if cfg.smear_gate else None
         self.bigram = BigramHash(cfg.bigram_hash_buckets, cfg.bigram_dim, cfg.model_dim) if cfg.bigram_hash_buckets else None
         self.ve_layers = layer_list(cfg.value_embed_layers)
@@ -236,32 +281,65 @@ class GPT(nn.Module):
     def head(self, x: torch.Tensor) -> torch.Tensor:
         """Final hidden state (B, T, D) -> softcapped logits through the tied embedding."""
         logits = F.linear(rms_norm(x), self.tok_emb.weight)
-        cap = self.cfg.logit_softcap
+        cap, neg = self.cfg.logit_softcap, self.cfg.logit_softcap_neg
+        if neg > 0:
+            return torch.where(logits > 0, cap * torch.tanh(logits / cap), neg * torch.tanh(logits / neg))
         return cap * torch.tanh(logits / cap) if cap > 0 else logits
+
+    def set_looping(self, on: bool) -> None:
+        """NUM_LOOPS on or off (a compiled model recompiles)."""
+        cfg = self.cfg
+        if not cfg.num_loops:
+            return
+        full = loop_schedule(cfg.num_layers, cfg.loop_start, cfg.loop_end, cfg.num_loops)
+        self.schedule = full if on else list(range(cfg.num_layers))
+
+    def embed(self, idx: torch.Tensor) -> tuple:
+        """idx (B, T) -> (x0 (B, T, D), document layout or None)."""
+        cfg = self.cfg
+        bos = idx == cfg.bos_id if cfg.smear_bos_mask or cfg.doc_isolation else None
+        x = self.tok_emb(idx)
+        if self.bigram is not None:
+            x = x + self.bigram(idx, bos if cfg.doc_isolation else None)
+        if self.smear is not None:
+            x = self.smear(x, ~bos if cfg.smear_bos_mask else None)
+        return rms_norm(x), doc_layout(idx, cfg.bos_id) if cfg.doc_isolation else None
+
+    def add_skip(self, x, skip, i: int):
+        """U-Net skip i: x + w * skip, or with SKIP_GATES lerp(w * skip, x, sigmoid(gate))."""
+        if not self.cfg.skip_gates:
+            return x + self.skip_weights[i] * skip
+        return torch.lerp(self.skip_weights[i] * skip, x, torch.sigmoid(self.skip_gates[i]).to(x.dtype))
 
     def hidden(self, idx: torch.Tensor) -> torch.Tensor:
         """idx: (B, T) -> final hidden state (B, T, D), before the last norm."""
-        x = self.tok_emb(idx)
-        if self.bigram is not None:
-            x = x + self.bigram(idx)
-        if self.smear is not None:
-            x = self.smear(x)
-        x = x0 = rms_norm(x)
+        x, docs = self.embed(idx)
+        x0, lanes = x, None
         ve = self.value_embed(idx) if self.ve_layers else None
         skips, v_first, n = [], None, len(self.schedule)
+        num_skips = min(self.num_skips, n // 2)  # fewer pairs while a loop is off
         for pos, layer in enumerate(self.schedule):
-            if self.use_unet and pos >= n - self.num_skips and skips:
-                x = x + self.skip_weights[n - 1 - pos] * skips.pop()
+            if self.use_unet and pos >= n - num_skips and skips:
+                skip = skips.pop()
+                if lanes is None:
+                    x = self.add_skip(x, skip, n - 1 - pos)
+                else:
+                    lanes = tuple(self.add_skip(lane, skip, n - 1 - pos) for lane in lanes)
             ln_gain = 1.0 / math.sqrt(pos + 1) if self.use_ln_scale else 1.0
             layer_ve = None
             if layer in self.ve_layers:
                 layer_ve = self.ve_scale[self.ve_layers.index(layer)] * ve
-            x, v = self.blocks[layer](x, x0, ln_gain, v_first, layer_ve)
+            if lanes is None and self.cfg.parallel_start and layer >= self.cfg.parallel_start:
+                lanes = (x, x)
+            if lanes is None:
+                x, v = self.blocks[layer](x, x0, ln_gain, v_first, layer_ve, docs)
+            else:
+                lanes, v = self.blocks[layer].forward_lanes(lanes, x0, ln_gain, v_first, layer_ve, docs)
             if v_first is None:
                 v_first = v
-            if self.use_unet and pos < self.num_skips:
-                skips.append(x)
-        return x
+            if self.use_unet and pos < num_skips:
+                skips.append(x if lanes is None else 0.5 * (lanes[0] + lanes[1]))
+        return x if lanes is None else 0.5 * (lanes[0] + lanes[1])
 
     def loss(self, idx, targets, weights=None) -> torch.Tensor:
         """Training objective: cross-entropy, plus the Leech resonance term when it is on."""
@@ -289,6 +367,11 @@ def layer_schedule(num_layers: int, recur_layers: list[int]) -> list[int]:
     recur = sorted(recur_layers)
     last = recur[-1]
     return list(range(last + 1)) + recur + list(range(last + 1, num_layers))
+
+
+def loop_schedule(num_layers: int, start: int, end: int, num_loops: int) -> list[int]:
+    """Layers start..end run 1 + num_loops times: 11, 3..5, 2 -> [0..5, 3, 4, 5, 3, 4, 5, 6..10]."""
+    return list(range(end + 1)) + list(range(start, end + 1)) * num_loops + list(range(end + 1, num_layers))
 
 
 def count_params(model: nn.Module) -> int:

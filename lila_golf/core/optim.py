@@ -25,6 +25,8 @@ Parameter placement (`split_param_groups`): a 2-D parameter can be moved out of 
 setting the attribute `_optim_group` on the parameter (`p._optim_group = "scalar"`; the values are
 "matrix", "embed", "scalar") or by a name containing one of `OPTIM_SCALAR_NAME_PATTERNS`.
 """
+import math
+
 import torch
 import torch.nn as nn
 
@@ -33,23 +35,34 @@ from .collectives import all_reduce_, rank_and_world
 # Quintic Newton-Schulz coefficients from Keller Jordan's Muon: chosen to maximise the slope at 0,
 # so 5 steps push every singular value into roughly [0.7, 1.2] instead of converging to exactly 1.
 MUON_NS_COEFFS = (3.4445, -4.7750, 2.0315)
+# Polar Express (arXiv 2505.16932): minimax (a, b, c) per iteration, derived by research/polar_express.py;
+# 5 steps map [1e-3, 1] into [0.864, 1.136] (the quintic above: [0.47, 1.20])
+POLAR_EXPRESS_COEFFS = (
+    (8.305085150352143, -23.66309277945922, 16.875550587833914),
+    (4.103924065988998, -2.9319656992917635, 0.526290503562748),
+    (3.900819611420283, -2.7968737753255777, 0.5118977094559087),
+    (3.278299481012039, -2.36899819888426, 0.46660858902568425),
+    (2.2963831009087974, -1.6197818997028182, 0.3902648882006817),
+)
 
 # Parameter names (substrings) of small control tensors that stay with Adam even when 2-D, as in
 # the challenge baseline (attn/mlp scales, residual mixes, q gains, U-Net skip weights).
 OPTIM_SCALAR_NAME_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weight")
 OPTIM_GROUP_NAMES = ("matrix", "embed", "scalar")
+MUON_NS_KINDS = ("quintic", "polar_express")
 
 
 class OptimGroupError(ValueError):
     """A parameter that the placement rules of `split_param_groups` cannot put in a group."""
 
 
-def zeropower_newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7, dtype=None) -> torch.Tensor:
+def zeropower_newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7, coeffs=None, dtype=None) -> torch.Tensor:
     """Approximate U V^T of g = U S V^T by the quintic Newton-Schulz iteration (Muon's "zeropower").
 
     g: (rows, cols). Works on the wide orientation (rows <= cols) so X X^T is the small Gram matrix.
     Computes in `dtype`: by default bfloat16 on CUDA (tensor cores; the iteration tolerates it) and
-    float32 elsewhere; returns a tensor of g's shape and dtype.
+    float32 elsewhere; returns a tensor of g's shape and dtype. coeffs: (a, b, c) per iteration
+    (the last repeats).
     """
     if g.ndim != 2:
         raise ValueError(f"zeropower_newton_schulz needs a 2-D matrix, got shape {tuple(g.shape)}")
@@ -60,7 +73,9 @@ def zeropower_newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7, 
         x = x.T
     # Frobenius norm >= spectral norm, so every singular value starts in [0, 1].
     x = x / (x.norm() + eps)
-    for _ in range(steps):
+    for i in range(steps):
+        if coeffs is not None:
+            a, b, c = coeffs[min(i, len(coeffs) - 1)]
         gram = x @ x.T  # (rows, rows)
         poly = b * gram + c * (gram @ gram)
         x = a * x + poly @ x  # a x + b (x x^T) x + c (x x^T)^2 x
@@ -84,12 +99,15 @@ class Muon(torch.optim.Optimizer):
     """
 
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
-                 backend_steps: int = 5, weight_decay: float = 0.0):
-        if lr < 0 or not 0.0 <= momentum < 1.0 or weight_decay < 0 or backend_steps < 1:
-            raise ValueError(f"Muon: bad hyperparameters lr={lr} momentum={momentum} "
-                             f"weight_decay={weight_decay} backend_steps={backend_steps}")
+                 backend_steps: int = 5, weight_decay: float = 0.0, ns: str = "quintic",
+                 row_normalize: bool = False):
+        if lr < 0 or not 0.0 <= momentum < 1.0 or weight_decay < 0 or backend_steps < 1 or ns not in MUON_NS_KINDS:
+            raise ValueError(f"Muon: bad hyperparameters lr={lr} momentum={momentum} weight_decay={weight_decay} "
+                             f"backend_steps={backend_steps} ns={ns!r}")
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov,
                         backend_steps=backend_steps, weight_decay=weight_decay)
+        if ns != "quintic" or row_normalize:  # only when asked: the plain state stays as it was
+            defaults.update(ns=ns, row_normalize=row_normalize)
         super().__init__(params, defaults)
         for group in self.param_groups:
             for p in group["params"]:
@@ -104,7 +122,10 @@ class Muon(torch.optim.Optimizer):
             state["momentum_buffer"] = torch.zeros_like(p.grad)
         buf = state["momentum_buffer"]
         buf.mul_(group["momentum"]).add_(p.grad)
-        return p.grad.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
+        g = p.grad.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
+        if group.get("row_normalize"):  # MuonEq-R: every row at unit norm before orthogonalising
+            g = g / g.float().norm(dim=-1, keepdim=True).clamp_min(1e-7).to(g.dtype)
+        return g
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -127,7 +148,8 @@ class Muon(torch.optim.Optimizer):
                 if p.grad is not None:
                     direction = self._muon_direction(p, group)
                     if i % world == rank:
-                        u = zeropower_newton_schulz(direction, steps=group["backend_steps"])
+                        coeffs = POLAR_EXPRESS_COEFFS if group.get("ns") == "polar_express" else None
+                        u = zeropower_newton_schulz(direction, steps=group["backend_steps"], coeffs=coeffs)
                         u = u * max(1.0, p.size(0) / p.size(1)) ** 0.5
                         updates[offset:offset + p.numel()] = u.reshape(-1).to(flat_dtype)
                 offset += p.numel()
@@ -203,24 +225,28 @@ def split_param_groups(model: nn.Module, scalar_patterns=OPTIM_SCALAR_NAME_PATTE
 def build_optimizers(model: nn.Module, *, matrix_lr: float, embed_lr: float, scalar_lr: float,
                      muon_momentum: float, muon_backend_steps: int, muon_weight_decay: float,
                      adam_weight_decay: float, beta1: float, beta2: float, adam_eps: float,
-                     fused: bool = False) -> list:
+                     fused: bool = False, muon_ns: str = "quintic", muon_row_normalize: bool = False,
+                     embed_beta2: float = 0.0, scalar_beta2: float = 0.0, scalar_weight_decay: float = 0.0) -> list:
     """[Muon(matrix params), AdamW(embed group, scalar group)], empty ones left out.
 
     Each param group records "base_lr" (what a schedule multiplies) and "group_name".
-    adam_weight_decay applies to the embedding group only: decaying norm gains and gates toward 0
-    would change the function rather than regularise it. fused=True asks for torch's fused AdamW
-    (CUDA only).
+    adam_weight_decay applies to the embedding group, scalar_weight_decay (default 0: decaying gains
+    changes the function) to the scalars; embed_beta2 / scalar_beta2 > 0 give a group its own beta2.
+    fused=True asks for torch's fused AdamW (CUDA only).
     """
     groups = split_param_groups(model)
     optimizers = []
     if groups["matrix"]:
         muon = Muon([p for _, p in groups["matrix"]], lr=matrix_lr, momentum=muon_momentum,
-                    backend_steps=muon_backend_steps, weight_decay=muon_weight_decay)
+                    backend_steps=muon_backend_steps, weight_decay=muon_weight_decay, ns=muon_ns,
+                    row_normalize=muon_row_normalize)
         muon.param_groups[0].update(base_lr=matrix_lr, group_name="matrix")
         optimizers.append(muon)
     adam_groups = [
-        dict(params=[p for _, p in groups[key]], lr=lr, base_lr=lr, weight_decay=wd, group_name=key)
-        for key, lr, wd in (("embed", embed_lr, adam_weight_decay), ("scalar", scalar_lr, 0.0))
+        dict(params=[p for _, p in groups[key]], lr=lr, base_lr=lr, weight_decay=wd, group_name=key,
+             **({"betas": (beta1, b2)} if b2 > 0 else {}))
+        for key, lr, wd, b2 in (("embed", embed_lr, adam_weight_decay, embed_beta2),
+                                ("scalar", scalar_lr, scalar_weight_decay, scalar_beta2))
         if groups[key]
     ]
     if adam_groups:
@@ -230,8 +256,25 @@ def build_optimizers(model: nn.Module, *, matrix_lr: float, embed_lr: float, sca
     return optimizers
 
 
+def training_progress(step: int, elapsed_ms: float, iterations: int, max_wallclock_ms) -> float:
+    """Training done, in [0, 1]: the further of step / iterations and elapsed / clock cap."""
+    p = step / iterations if iterations > 0 else 0.0
+    if max_wallclock_ms is not None and max_wallclock_ms > 0:
+        p = max(p, elapsed_ms / max_wallclock_ms)
+    return min(p, 1.0)
+
+
+def seq_len_at(progress: float, start: int, full: int, warmup_frac: float) -> int:
+    """Context-length growth: start, doubling in equal stages, full from warmup_frac on (start 0 = off)."""
+    if start <= 0 or start >= full or progress >= warmup_frac:
+        return full
+    stages = max(1, math.ceil(math.log2(full / start)))  # lengths start * 2^k below full
+    k = int(progress / warmup_frac * stages)
+    return min(start << k, full)
+
+
 def lr_scale(step: int, elapsed_ms: float, *, warmup_steps: int, warmdown_steps: int,
-             iterations: int, max_wallclock_ms) -> float:
+             iterations: int, max_wallclock_ms, warmdown_frac: float = 0.0, min_lr: float = 0.0) -> float:
     """Learning-rate multiplier in [0, 1] for the step about to be taken (step counts from 0).
 
     Warmup: (step + 1) / warmup_steps for the first warmup_steps steps; then the smaller of that
@@ -240,12 +283,12 @@ def lr_scale(step: int, elapsed_ms: float, *, warmup_steps: int, warmdown_steps:
     scale = 1.0
     if warmup_steps > 0 and step < warmup_steps:
         scale = (step + 1) / warmup_steps
-    return min(scale, warmdown_scale(step, elapsed_ms, warmdown_steps=warmdown_steps,
-                                     iterations=iterations, max_wallclock_ms=max_wallclock_ms))
+    return min(scale, warmdown_scale(step, elapsed_ms, warmdown_steps=warmdown_steps, iterations=iterations,
+                                     max_wallclock_ms=max_wallclock_ms, warmdown_frac=warmdown_frac, min_lr=min_lr))
 
 
 def warmdown_scale(step: int, elapsed_ms: float, *, warmdown_steps: int, iterations: int,
-                   max_wallclock_ms) -> float:
+                   max_wallclock_ms, warmdown_frac: float = 0.0, min_lr: float = 0.0) -> float:
     """The warmdown factor of the lr alone: 1.0 before the warmdown, then falling to 0.
 
     By steps: (iterations - step) / warmdown_steps over the last warmdown_steps steps.
@@ -253,19 +296,22 @@ def warmdown_scale(step: int, elapsed_ms: float, *, warmdown_steps: int, iterati
     elapsed_ms / step, warmdown_ms = warmdown_steps * step_ms and remaining_ms = max_wallclock_ms -
     elapsed_ms; the factor is remaining_ms / warmdown_ms once remaining_ms <= warmdown_ms. With
     both set, the smaller factor wins (whichever end comes first).
+    warmdown_frac > 0 replaces both: linear to 0 over the last fraction of training_progress.
+    min_lr > 0 floors the factor s: min_lr + (1 - min_lr) * s.
     """
+    if warmdown_frac > 0:
+        left = 1.0 - training_progress(step, elapsed_ms, iterations, max_wallclock_ms)
+        return min_lr + (1.0 - min_lr) * min(left / warmdown_frac, 1.0)
     scale = 1.0
-    if warmdown_steps <= 0:
-        return scale
-    if iterations > 0 and step >= iterations - warmdown_steps:
+    if warmdown_steps > 0 and iterations > 0 and step >= iterations - warmdown_steps:
         scale = min(scale, max(iterations - step, 0) / warmdown_steps)
-    if max_wallclock_ms is not None and max_wallclock_ms > 0:
+    if warmdown_steps > 0 and max_wallclock_ms is not None and max_wallclock_ms > 0:
         step_ms = elapsed_ms / max(step, 1)
         warmdown_ms = warmdown_steps * step_ms
         remaining_ms = max(max_wallclock_ms - elapsed_ms, 0.0)
         if remaining_ms <= warmdown_ms:
             scale = min(scale, remaining_ms / max(warmdown_ms, 1e-9))
-    return scale
+    return min_lr + (1.0 - min_lr) * scale
 
 
 def swa_snapshot_due(step: int, every: int, warmup_steps: int, warmdown: float) -> bool:

@@ -264,7 +264,10 @@ def eval_sliding(logits_fn, tokens: torch.Tensor, seq_len: int, stride: int, byt
         logp, _, _ = _scoring_run_plan(logits_fn, tokens, 0, block, batch_size, None)
         nll_sum -= float(logp.sum())
         j0, j1 = block[0][1], block[-1][2]
-        n_bytes += int(target_bytes(tokens_np[j0 - 1:j1 - 1], tokens_np[j0:j1], byte_tables).sum())
+        if isinstance(byte_tables, np.ndarray):  # bytes of every target (e.g. from a CaseOps sidecar)
+            n_bytes += int(byte_tables[j0 - 1:j1 - 1].sum())
+        else:
+            n_bytes += int(target_bytes(tokens_np[j0 - 1:j1 - 1], tokens_np[j0:j1], byte_tables).sum())
         n_targets += j1 - j0
         if progress and rank == 0:
             print(f"eval_sliding_progress:{min(b + len(block), len(mine))}/{len(mine)} windows", flush=True)

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from .config import ARTIFACT_LIMIT_BYTES, Hyperparameters, dist_env
-from .data import DistributedTokenLoader, build_byte_tables, data_source_label, load_tokenizer, load_val_tokens, read_shard, shard_file, shard_paths, target_bytes, tokenizer_sha256
+from .config import ARTIFACT_LIMIT_BYTES, Hyperparameters, artifact_model_config, dist_env
+from .data import DistributedTokenLoader, build_byte_tables, data_source_label, load_tokenizer, load_val_tokens, read_shard, shard_file, shard_paths, tokenizer_sha256, val_target_bytes
 from .model import GPT, GPTConfig, count_params
-from .optim import EMA, SWA, build_optimizers, lr_scale, muon_momentum_at, swa_snapshot_due, warmdown_scale
+from .optim import EMA, SWA, build_optimizers, lr_scale, muon_momentum_at, seq_len_at, swa_snapshot_due, training_progress, warmdown_scale
 from .artifact import load_artifact, read_artifact_header, save_artifact
 from .telemetry import weight_telemetry
 from .checkpoint import flatten_optimizer_state, parse_checkpoint, save_checkpoint, unflatten_optimizer_state
@@ -91,7 +91,9 @@ def optimizer_kwargs(hp, device) -> dict:
     return dict(matrix_lr=hp.matrix_lr, embed_lr=hp.embed_lr, scalar_lr=hp.scalar_lr,
                 muon_momentum=hp.muon_momentum, muon_backend_steps=hp.muon_backend_steps,
                 muon_weight_decay=hp.muon_weight_decay, adam_weight_decay=hp.adam_weight_decay,
-                beta1=hp.beta1, beta2=hp.beta2, adam_eps=hp.adam_eps, fused=device.type == "cuda")
+                beta1=hp.beta1, beta2=hp.beta2, adam_eps=hp.adam_eps, fused=device.type == "cuda",
+                muon_ns=hp.muon_ns, muon_row_normalize=hp.muon_row_normalize, embed_beta2=hp.embed_beta2,
+                scalar_beta2=hp.scalar_beta2, scalar_weight_decay=hp.scalar_weight_decay)
 
 
 def micro_batches(grad_accum_total: int, world_size: int) -> int:
@@ -145,6 +147,9 @@ class Trainer:
         self.ema = EMA(model, hp.ema_decay) if hp.ema_decay > 0 else None
         self.swa = SWA(model) if hp.swa_every > 0 else None
         self.loader = DistributedTokenLoader(shard_file(hp.data_path, "train"), denv.rank, denv.world_size, hp.vocab_size)
+        self.looping = not (hp.num_loops and hp.loop_enable_at > 0)
+        if not self.looping:
+            model.set_looping(False)  # on at LOOP_ENABLE_AT (update_schedule)
         self.bigram = None
         if hp.complement_alpha > 0:
             self.bigram = bigram_probs(shard_file(hp.data_path, "train"), hp.vocab_size).to(device)
@@ -158,11 +163,24 @@ class Trainer:
             # through the (DDP/compiled) wrapper: DDP only syncs gradients of its own forward
             return self.forward_model(x, y, weights)
 
-    def step(self, step: int, elapsed_ms: float) -> float:
+    def update_schedule(self, step: int, progress: float) -> int:
+        """Depth recurrence on at LOOP_ENABLE_AT; returns this step's sequence length."""
+        if not self.looping and progress >= self.hp.loop_enable_at:
+            self.model.set_looping(True)
+            self.looping = True
+            self.log(f"looping:on step:{step} progress:{progress:.4f} schedule:{','.join(map(str, self.model.schedule))}")
+        seq_len = seq_len_at(progress, self.hp.seq_len_start, self.hp.train_seq_len, self.hp.seq_len_warmup_frac)
+        if self.hp.seq_len_start and seq_len != getattr(self, "seq_len", 0):
+            self.seq_len = seq_len
+            self.log(f"seq_len:{seq_len} step:{step} progress:{progress:.4f}")
+        return seq_len
+
+    def step(self, step: int, elapsed_ms: float, seq_len: int | None = None) -> float:
         hp = self.hp
+        seq_len = seq_len or self.update_schedule(step, training_progress(step, elapsed_ms, hp.iterations, self.budget_ms))
         total = 0.0
         for micro in range(self.micro_steps):
-            x, y = self.loader.next_batch(hp.train_batch_tokens, hp.train_seq_len, self.micro_steps)
+            x, y = self.loader.next_batch(hp.train_batch_tokens, seq_len, self.micro_steps)
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             sync = self.ddp is None or micro == self.micro_steps - 1
             with contextlib.nullcontext() if sync else self.ddp.no_sync():
@@ -170,7 +188,8 @@ class Trainer:
                 loss.backward()
             total += float(loss.detach())
         scale = lr_scale(step, elapsed_ms, warmup_steps=hp.warmup_steps, warmdown_steps=hp.warmdown_steps,
-                         iterations=hp.iterations, max_wallclock_ms=self.budget_ms)
+                         iterations=hp.iterations, max_wallclock_ms=self.budget_ms, warmdown_frac=hp.warmdown_frac,
+                         min_lr=hp.min_lr)
         momentum = muon_momentum_at(step, start=hp.muon_momentum_warmup_start, end=hp.muon_momentum,
                                     warmup_steps=hp.muon_momentum_warmup_steps)
         for opt in self.optimizers:
@@ -188,7 +207,7 @@ class Trainer:
             self.ema.update(self.model)
         if self.swa is not None:
             warmdown = warmdown_scale(step, elapsed_ms, warmdown_steps=hp.warmdown_steps, iterations=hp.iterations,
-                                      max_wallclock_ms=self.budget_ms)
+                                      max_wallclock_ms=self.budget_ms, warmdown_frac=hp.warmdown_frac, min_lr=hp.min_lr)
             if swa_snapshot_due(step, hp.swa_every, hp.warmup_steps, warmdown):
                 self.swa.add(self.model)
         return self.global_mean(total)
@@ -233,9 +252,15 @@ def compile_warmup(trainer: Trainer, steps: int) -> None:
     (the challenge does not count compilation as training)."""
     model_state = copy.deepcopy(trainer.model.state_dict())
     opt_states = [copy.deepcopy(o.state_dict()) for o in trainer.optimizers]
-    loader_state = trainer.loader.state_dict()
+    loader_state, looping_state = trainer.loader.state_dict(), trainer.looping
     for step in range(steps):
         trainer.step(step, 0.0)
+    for looping, seq_len in warmup_variants(trainer.hp):  # every other graph the run will use
+        trainer.model.set_looping(looping)
+        for step in range(2):
+            trainer.step(step, 0.0, seq_len)
+    trainer.looping = looping_state
+    trainer.model.set_looping(looping_state)
     trainer.model.load_state_dict(model_state)
     for opt, state in zip(trainer.optimizers, opt_states):
         opt.load_state_dict(state)
@@ -244,6 +269,14 @@ def compile_warmup(trainer: Trainer, steps: int) -> None:
         trainer.ema = EMA(trainer.model, trainer.hp.ema_decay)
     if trainer.swa is not None:  # snapshots of the warm-up steps are not of the trained model
         trainer.swa = SWA(trainer.model)
+
+
+def warmup_variants(hp) -> list[tuple[bool, int]]:
+    """(looping, seq_len) of the other graphs a run meets, compiled before the clock starts."""
+    loops = [False, True] if hp.num_loops and hp.loop_enable_at > 0 else [bool(hp.num_loops)]
+    lengths = sorted({seq_len_at(k / 64, hp.seq_len_start, hp.train_seq_len, hp.seq_len_warmup_frac) for k in range(65)})
+    first = (loops[0], lengths[0])
+    return [(lp, n) for lp in loops for n in lengths if (lp, n) != first]
 
 
 def run_validation(model, val, hp, device, autocast, denv):
@@ -258,7 +291,10 @@ def load_validation(hp, sp_tables, log) -> dict:
         tokens = tokens[: hp.val_max_tokens + 1]
         log(f"val_subset:first_{hp.val_max_tokens}_targets (NOT the full val set)")
     tokens = np.asarray(tokens, dtype=np.int64)
-    return {"tokens": tokens, "bytes": target_bytes(tokens[:-1], tokens[1:], sp_tables), "tables": sp_tables}
+    n_bytes = val_target_bytes(tokens, sp_tables, shard_file(hp.data_path, "val"))
+    if sp_tables.sidecar_required:
+        log("val_bytes:sidecar (CaseOps tokenizer: bytes of the original text)")
+    return {"tokens": tokens, "bytes": n_bytes, "tables": sp_tables}
 
 
 def calibrate_and_quantize(model, hp, device, log) -> tuple[dict, float]:
@@ -292,7 +328,7 @@ def write_artifact(path, state_entries, model, hp, denv, tok_sha, log) -> None:
     """Rank 0 codes and writes the artifact; every rank then holds the same file (as bytes)."""
     if denv.rank == 0:
         state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
-        config = GPTConfig.from_hparams(hp).__dict__
+        config = artifact_model_config(GPTConfig.from_hparams(hp))
         if hp.save_float_weights:  # not part of the artifact: for quantisation studies
             save_checkpoint(os.path.join(os.path.dirname(path), "final_weights.lgck"), state, {"model_config": config})
         t0 = time.perf_counter()
@@ -326,7 +362,7 @@ def export_and_roundtrip(trainer, hp, denv, device, autocast, val, log, run_dir,
     log(f"{tag} val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} tokens:{res['tokens']} bytes:{res['bytes']} eval_time:{eval_ms:.0f}ms data:{val['data']}")
     # the submitted score: every configured phase (sliding, TTT, n-gram), each logged with its time
     final_evaluation(fresh, val["tokens"], val["tables"], hp, device, autocast,
-                     lambda line: log(f"{line} data:{val['data']}"), start_time=t_decode)
+                     lambda line: log(f"{line} data:{val['data']}"), start_time=t_decode, val_bytes=val["bytes"])
     log(f"bytes_code:{len(code_bytes)} bytes_model:{bytes_model} bytes_total:{bytes_total} limit:{ARTIFACT_LIMIT_BYTES}")
     if bytes_total > ARTIFACT_LIMIT_BYTES:
         log(f"artifact_valid:false over_limit_by:{bytes_total - ARTIFACT_LIMIT_BYTES}")
@@ -454,6 +490,8 @@ def main() -> int:
             return 0
     log(f"train_steps:{step} train_time_ms:{train_time_ms:.0f} last_step_start_ms:{last_step_start_ms:.0f} "
         f"train_budget_ms:{trainer.budget_ms:.0f}")
+    if not trainer.looping:  # cut before LOOP_ENABLE_AT: evaluate and export the looping model the config defines
+        trainer.update_schedule(step, 1.0)
     if trainer.swa is not None and trainer.swa.count > 0:
         trainer.swa.copy_to(model)
         log(f"weights:swa snapshots:{trainer.swa.count}")

@@ -314,10 +314,17 @@ def resolve_scorer(spec: str, args):
     return factory
 
 
-def _audit_bpb_line(logp, tokens, tokenizer_path) -> str:
-    from ..core.data import bits_per_byte, build_byte_tables, load_tokenizer, target_bytes
+def _audit_check_sidecar(tokenizer_path, shard) -> None:
+    from ..core.data import build_byte_tables, load_tokenizer, load_val_bytes
+    if build_byte_tables(load_tokenizer(tokenizer_path)).sidecar_required:
+        load_val_bytes(shard, 1)
+
+
+def _audit_bpb_line(logp, tokens, tokenizer_path, shard) -> str:
+    """bpb of the audited pass; a CaseOps tokenizer counts bytes from the shard's byte sidecar only."""
+    from ..core.data import bits_per_byte, build_byte_tables, load_tokenizer, val_target_bytes
     tables = build_byte_tables(load_tokenizer(tokenizer_path))
-    n_bytes = int(target_bytes(tokens[:-1], tokens[1:], tables).sum())
+    n_bytes = int(val_target_bytes(tokens, tables, shard).sum())
     return f"val_bpb:{bits_per_byte(-logp.sum(), n_bytes):.6f} bytes:{n_bytes}"
 
 
@@ -331,6 +338,8 @@ def run_audit_command(args) -> int:
     try:
         if not args.shard:
             raise ValueError("give a token shard to audit a scorer on (or --static FILE)")
+        if args.tokenizer:  # a CaseOps tokenizer without its byte sidecar is refused before any work
+            _audit_check_sidecar(args.tokenizer, args.shard)
         tokens = read_shard(args.shard, vocab_size=args.vocab_size)
         tokens = (tokens[:args.max_tokens] if args.max_tokens else tokens).astype(np.int64)
         factory = resolve_scorer(args.scorer, args)
@@ -344,7 +353,7 @@ def run_audit_command(args) -> int:
         print(r.line(), flush=True)
     print(results.coverage_line())
     logp = results.eval_logp
-    extra = _audit_bpb_line(logp, tokens, args.tokenizer) if args.tokenizer else ""
+    extra = _audit_bpb_line(logp, tokens, args.tokenizer, args.shard) if args.tokenizer else ""
     print(f"audit_score scorer:{args.scorer} tokens:{len(tokens) - 1} val_loss:{-logp.mean():.6f} {extra}".rstrip()
           + f" data:{data_source_label(tokens)}")
     return 0 if all(r.passed for r in results) else 1

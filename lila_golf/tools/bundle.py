@@ -33,8 +33,8 @@ SECTIONS = [
     ("optimiser", ["collectives", "optim"]),
     ("evaluation", ["evaluate", "scoring", "ngram", "ngrammix", "ttt", "final_eval"]),
     ("quantisation and artifact", ["codec", "quant", "artifact", "bitalloc", "export", "checkpoint"]),
-    ("data", ["data"]),
-    ("model", ["lattice", "geometry", "telemetry", "model"]),
+    ("data", ["caseops", "data"]),
+    ("model", ["lattice", "geometry", "telemetry", "docattn", "model"]),
     ("training", ["train"]),
 ]
 ENTRY = "main"

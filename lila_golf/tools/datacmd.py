@@ -21,9 +21,11 @@ from pathlib import Path
 import numpy as np
 import sentencepiece
 
-from ..core.data import (SPACE_PIECE, ShardError, TokenizerError, build_byte_tables, check_tokenizer_exact,
+from ..core.data import (SPACE_PIECE, ShardError, TokenizerError, build_byte_tables, check_tokenizer_exact, is_caseops,
                          load_tokenizer, read_shard, shard_file, target_bytes, tokenizer_sha256, write_shard)
+from .caseopsdata import encode_caseops_docs
 from .datafetch import HF_REMOTE_ROOT, HF_REPO_ID, FetchError, fetch_challenge_data
+from .splitguard import SplitLeakError, ValGuard, check_split, text_hash
 
 CHALLENGE_SHARD_TOKENS = 100_000_000
 CHALLENGE_VAL_DOCS = 50_000
@@ -88,27 +90,32 @@ def _read_rows(datasets, builder: str, path: str, kwargs: dict):
 
 class ShardWriter:
     """Fills fixed-size shards like the challenge exporter: documents spill across shard boundaries,
-    and the val/train switch starts a new shard. Files: fineweb_{split}_{index:06d}.bin."""
+    and the val/train switch starts a new shard. Files: fineweb_{split}_{index:06d}.bin, and for val
+    documents given byte shares (CaseOps) the sidecar fineweb_val_bytes_{index:06d}.bin beside each."""
 
     def __init__(self, out_dir, shard_tokens: int):
         if shard_tokens <= 0:
             raise ValueError(f"shard size must be positive, got {shard_tokens}")
         self.out_dir = Path(out_dir)
         self.buf = np.empty(shard_tokens, dtype=np.uint16)
-        self.fill, self.split = 0, "val"
+        self.side = np.empty(shard_tokens, dtype=np.uint16)  # byte shares aligned with buf
+        self.fill, self.split, self.with_side = 0, "val", False
         self.index = {"val": 0, "train": 0}
         self.tokens = {"val": 0, "train": 0}
         self.paths: list[str] = []
 
-    def add(self, split: str, tokens: np.ndarray) -> None:
+    def add(self, split: str, tokens: np.ndarray, shares: np.ndarray | None = None) -> None:
         if split != self.split:
             self.flush()
             self.split = split
+        self.with_side = shares is not None and split == "val"
         self.tokens[split] += tokens.size
         pos = 0
         while pos < tokens.size:
             take = min(self.buf.size - self.fill, tokens.size - pos)
             self.buf[self.fill:self.fill + take] = tokens[pos:pos + take]
+            if self.with_side:
+                self.side[self.fill:self.fill + take] = shares[pos:pos + take]
             self.fill, pos = self.fill + take, pos + take
             if self.fill == self.buf.size:
                 self.flush()
@@ -119,42 +126,53 @@ class ShardWriter:
         path = shard_file(self.out_dir, self.split, self.index[self.split])
         write_shard(path, self.buf[:self.fill])
         self.paths.append(path)
+        if self.with_side:
+            write_shard(shard_file(self.out_dir, "val_bytes", self.index["val"]), self.side[:self.fill])
         self.index[self.split] += 1
         self.fill = 0
 
 
 def _encode_batches(sp, texts, batch_size: int = 1024, num_threads: int | None = None):
-    """Yield BOS + ids (uint16) per document, encoding `batch_size` documents at a time."""
+    """Yield (text, BOS + ids as uint16, byte shares or None) per document, `batch_size` at a time;
+    a CaseOps tokenizer gets the case transform and the byte shares of the original text."""
     threads = num_threads or os.cpu_count() or 1
+    encode = encode_caseops_docs if is_caseops(sp) else _encode_docs
     batch = []
     for text in texts:
         batch.append(text)
         if len(batch) == batch_size:
-            yield from _encode_docs(sp, batch, threads)
+            yield from zip(batch, *zip(*encode(sp, batch, threads)))
             batch = []
     if batch:
-        yield from _encode_docs(sp, batch, threads)
+        yield from zip(batch, *zip(*encode(sp, batch, threads)))
 
 
 def _encode_docs(sp, texts, threads):
+    out = []
     for ids in sp.encode(texts, num_threads=threads):
         doc = np.empty(len(ids) + 1, dtype=np.uint16)  # every document is BOS + its ids, no EOS
         doc[0] = sp.bos_id()
         doc[1:] = ids
-        yield doc
+        out.append((doc, None))
+    return out
 
 
 def tokenize_documents(texts, sp, out_dir, val_docs: int, shard_tokens: int = CHALLENGE_SHARD_TOKENS,
                        progress: bool | None = None) -> dict:
-    """Write documents as official shards: the first `val_docs` to val, the rest to train."""
+    """Write documents as official shards: the first `val_docs` to val, the rest to train. A train
+    document whose text equals a val document's raises SplitLeakError (the leak guard)."""
     from tqdm import tqdm
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    writer = ShardWriter(out_dir, shard_tokens)
+    writer, guard = ShardWriter(out_dir, shard_tokens), ValGuard()
     n_docs = 0
     bar = tqdm(unit="doc", desc="tokenize", disable=None if progress is None else not progress)
-    for doc in _encode_batches(sp, texts):
-        writer.add("val" if n_docs < val_docs else "train", doc)
+    for text, doc, shares in _encode_batches(sp, texts):
+        if n_docs < val_docs:
+            guard.add_val(text)
+        else:
+            guard.check_train(text, n_docs)
+        writer.add("val" if n_docs < val_docs else "train", doc, shares)
         n_docs += 1
         bar.update(1)
     bar.close()
@@ -287,7 +305,7 @@ def _clean_errors(command):
 
 @_clean_errors
 def _cmd_fetch(args) -> int:
-    result = fetch_challenge_data(args.variant, args.train_shards, args.out, args.endpoint)
+    result = fetch_challenge_data(args.variant, args.train_shards, args.out, args.endpoint, args.repo_id)
     print(f"fetch_done data_dir:{result['data_dir']} files:{len(result['files'])}")
     return 0
 
@@ -303,7 +321,12 @@ def _cmd_tokenize(args) -> int:
         path.unlink()
     t0 = time.perf_counter()
     texts = iter_documents(args.inputs, args.text_field, args.txt_sample)
-    stats = tokenize_documents(texts, sp, out, args.val_docs, args.shard_tokens)
+    try:
+        stats = tokenize_documents(texts, sp, out, args.val_docs, args.shard_tokens)
+    except SplitLeakError:
+        for path in glob.glob(shard_file(out, "*")):  # no half-written, leaking split is left behind
+            os.remove(path)
+        raise
     seconds = time.perf_counter() - t0
     tokens = stats["val_tokens"] + stats["train_tokens"]
     if stats["docs"] <= args.val_docs:
@@ -314,10 +337,26 @@ def _cmd_tokenize(args) -> int:
     return 0
 
 
+def refuse_val_documents(paths, val_paths, text_field: str, txt_sample: str) -> int:
+    """Raise SplitLeakError when a document of `paths` equals one of `val_paths`; return the count checked."""
+    guard = ValGuard()
+    for text in iter_documents(val_paths, text_field, txt_sample):
+        guard.add_val(text)
+    n = 0
+    for n, text in enumerate(iter_documents(paths, text_field, txt_sample), start=1):
+        guard.check_train(text, n - 1)
+    return n
+
+
 @_clean_errors
 def _cmd_train_tokenizer(args) -> int:
     prefix = Path(args.out)
     prefix.parent.mkdir(parents=True, exist_ok=True)
+    if args.val:
+        checked = refuse_val_documents(args.input, args.val, args.text_field, args.txt_sample)
+        print(f"val_check documents:{checked} val_documents_in_input:0")
+    else:
+        print("warning: no --val given: the input is not checked for validation documents", file=sys.stderr)
     texts = iter_documents(args.input, args.text_field, args.txt_sample)
     proto = train_tokenizer_proto(training_sentences(texts, args.max_docs), args.vocab_size, args.num_threads)
     sp = sentencepiece.SentencePieceProcessor(model_proto=proto)
@@ -327,6 +366,15 @@ def _cmd_train_tokenizer(args) -> int:
     check_tokenizer_exact(sp, name=str(model_path))
     print(f"tokenizer_done model:{model_path} vocab_size:{sp.vocab_size()} sha256:{tokenizer_sha256(model_path)}")
     return 0
+
+
+@_clean_errors
+def _cmd_check_split(args) -> int:
+    res = check_split(args.data_dir, args.bos_id)
+    print(f"check_split val_docs:{res['val_docs']} train_docs:{res['train_docs']} overlaps:{res['overlaps']}")
+    for train_doc, val_doc in res["examples"]:
+        print(f"overlap train_doc:{train_doc} val_doc:{val_doc}")
+    return 1 if res["overlaps"] else 0
 
 
 @_clean_errors
@@ -372,15 +420,18 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
     data = subparsers.add_parser("data", help="fetch, tokenize and inspect token shards",
                                  description="Data tools: challenge FineWeb download, tokenization, stats.")
     data.set_defaults(func=lambda args: (data.print_help(), 2)[1])
-    sub = data.add_subparsers(dest="data_command", metavar="{fetch,tokenize,train-tokenizer,stats,check-bytes}")
+    sub = data.add_subparsers(dest="data_command", metavar="{fetch,tokenize,train-tokenizer,check-split,stats,check-bytes}")
 
     p = sub.add_parser("fetch", help="download the challenge's shards and tokenizer from the HF hub",
                        description=f"Download {HF_REPO_ID} (folder {HF_REMOTE_ROOT}/) into the challenge layout.")
-    p.add_argument("--variant", default="sp1024", help="tokenizer family: sp1024 (default), sp4096, byte260, ...")
+    p.add_argument("--variant", default="sp1024", help="tokenizer family: sp1024 (default), sp4096, sp8192, byte260, ...")
     p.add_argument("--train-shards", "--train_shards", type=int, default=1,
                    help="number of 100M-token train shards (default 1); val is always fetched whole")
     p.add_argument("--out", default="data", help="output root (default ./data)")
     p.add_argument("--endpoint", default=None, help="hub endpoint (default: HF_ENDPOINT or huggingface.co)")
+    p.add_argument("--repo-id", "--repo_id", default=HF_REPO_ID,
+                   help=f"hub dataset in the challenge layout (default {HF_REPO_ID}, which holds sp1024; "
+                        "community exports such as kevclark/parameter-golf hold sp4096 / sp8192)")
     p.set_defaults(func=_cmd_fetch)
 
     p = sub.add_parser("tokenize", help="documents (jsonl, jsonl.gz, parquet, txt) to official shards",
@@ -405,8 +456,17 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output prefix, e.g. data/tokenizers/my_1024_bpe")
     p.add_argument("--max-docs", "--max_docs", type=int, default=None, help="train on the first N documents only")
     p.add_argument("--num-threads", "--num_threads", type=int, default=os.cpu_count() or 1, help="trainer threads")
+    p.add_argument("--val", nargs="+", default=None, metavar="VAL_DOCS",
+                   help="validation documents: the input is refused when it holds any of them")
     _add_doc_reading_args(p)
     p.set_defaults(func=_cmd_train_tokenizer)
+
+    p = sub.add_parser("check-split", help="check shards for val documents inside the train split",
+                       description="Hashes every document (BOS + ids) of the val and train shards; exit 1 "
+                                   "when a train document equals a val document.")
+    p.add_argument("data_dir", help="folder of fineweb_{val,train}_*.bin")
+    p.add_argument("--bos-id", "--bos_id", type=int, default=1, help="the BOS id that starts documents (default 1)")
+    p.set_defaults(func=_cmd_check_split)
 
     p = sub.add_parser("stats", help="tokens, bytes and bytes/token per shard (challenge byte rules)",
                        description="Per shard: targets after the first token and the UTF-8 bytes they stand for.")

@@ -48,7 +48,7 @@ def _offline_advice(out: Path, reason: str) -> str:
             "  - or run without FineWeb: the embedded corpus is used (scores labelled not FineWeb).")
 
 
-def _hub_get(remote_path: str, destination: Path, endpoint: str | None) -> None:
+def _hub_get(remote_path: str, destination: Path, endpoint: str | None, repo_id: str = HF_REPO_ID) -> None:
     """Download `<HF_REMOTE_ROOT>/remote_path` from the dataset repo to `destination` (skip if present)."""
     import huggingface_hub
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
@@ -56,12 +56,12 @@ def _hub_get(remote_path: str, destination: Path, endpoint: str | None) -> None:
         return
     subfolder, _, filename = f"{HF_REMOTE_ROOT}/{remote_path}".rpartition("/")
     try:
-        cached = huggingface_hub.hf_hub_download(repo_id=HF_REPO_ID, filename=filename, subfolder=subfolder,
+        cached = huggingface_hub.hf_hub_download(repo_id=repo_id, filename=filename, subfolder=subfolder,
                                                  repo_type="dataset", endpoint=endpoint)
     except LocalEntryNotFoundError as exc:  # offline and not cached
         raise FetchError(_offline_advice(destination.parents[1], str(exc).splitlines()[0])) from None
     except EntryNotFoundError:
-        raise FetchError(f"{subfolder}/{filename} is not in the hub dataset {HF_REPO_ID}") from None
+        raise FetchError(f"{subfolder}/{filename} is not in the hub dataset {repo_id}") from None
     destination.parent.mkdir(parents=True, exist_ok=True)
     source = Path(cached).resolve(strict=True)  # the hub cache may hand back a symlink
     tmp = destination.with_name(destination.name + ".part")
@@ -84,33 +84,38 @@ def _hub_shard(dataset_dir: str, split: str, index: int) -> str:
 
 
 def fetch_challenge_data(variant: str = "sp1024", train_shards: int = 1, out="data",
-                         endpoint: str | None = None) -> dict:
-    """Download the challenge's val shards, the first `train_shards` train shards and the tokenizer
-    into the challenge layout: out/datasets/fineweb10B_<variant>/, out/tokenizers/, out/manifest.json."""
+                         endpoint: str | None = None, repo_id: str = HF_REPO_ID) -> dict:
+    """Download the val shards, the first `train_shards` train shards and the tokenizer of a dataset
+    repo in the challenge's layout (the official one holds sp1024; community exports such as
+    kevclark/parameter-golf hold sp4096 / sp8192) into out/datasets/fineweb10B_<variant>/,
+    out/tokenizers/, out/manifest.json. Each repo's manifest is kept apart (manifest.<repo>.json)."""
     from tqdm import tqdm
     import huggingface_hub.constants
     out, dataset_dir = Path(out), _variant_dataset(variant)
     if train_shards < 0:
         raise ValueError(f"--train-shards must be >= 0, got {train_shards}")
-    manifest_path = out / "manifest.json"
+    manifest_path = out / ("manifest.json" if repo_id == HF_REPO_ID else f"manifest.{repo_id.replace('/', '__')}.json")
     if not manifest_path.is_file():
         reason = _hub_reachable(endpoint or huggingface_hub.constants.ENDPOINT)
         if reason:
             raise FetchError(_offline_advice(out, reason))
-    _hub_get("manifest.json", manifest_path, endpoint)
+    _hub_get("manifest.json", manifest_path, endpoint, repo_id)
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     dataset = next((d for d in manifest.get("datasets", []) if d.get("name") == dataset_dir), None)
     if dataset is None:
-        raise FetchError(f"{dataset_dir} is not in the hub manifest ({manifest_path})")
+        names = [d.get("name") for d in manifest.get("datasets", [])]
+        raise FetchError(f"{dataset_dir} is not in the manifest of {repo_id} ({manifest_path}; it lists {names})")
     stats = dataset.get("stats") or {}
     if train_shards > int(stats.get("files_train", 0)):
         raise ValueError(f"{variant} has {stats.get('files_train')} train shards, asked for {train_shards}")
-    tokenizer = next(t for t in manifest.get("tokenizers", []) if t.get("name") == dataset.get("tokenizer_name"))
+    tokenizer = next((t for t in manifest.get("tokenizers", []) if t.get("name") == dataset.get("tokenizer_name")), None)
+    if tokenizer is None:
+        raise FetchError(f"the manifest of {repo_id} names no tokenizer {dataset.get('tokenizer_name')!r} for {dataset_dir}")
     files = [_hub_shard(dataset_dir, "val", i) for i in range(int(stats.get("files_val", 1)))]
     files += [_hub_shard(dataset_dir, "train", i) for i in range(train_shards)]
     files += [tokenizer[k] for k in ("model_path", "vocab_path", "path") if tokenizer.get(k)]
     for remote in tqdm(files, unit="file", desc=f"fetch {variant}", disable=None):
-        _hub_get(remote, out / remote, endpoint)
+        _hub_get(remote, out / remote, endpoint, repo_id)
     return {"data_dir": str(out / "datasets" / dataset_dir), "files": [str(out / f) for f in files]}
 
 

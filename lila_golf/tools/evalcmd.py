@@ -36,7 +36,7 @@ import torch
 from ..core.artifact import read_artifact_header
 from .audit import register_scorer
 from ..core.data import (bits_per_byte, build_byte_tables, data_source_label, load_tokenizer, load_val_tokens,
-                         shard_file, target_bytes)
+                         shard_file, target_bytes, val_target_bytes)
 from .generate import load_model, resolve_seq_len, resolve_tokenizer
 from ..core.ngrammix import MixerConfig, NgramMixScorer
 from ..core.scoring import ModelScorer, NgramScorer, run_scorer
@@ -227,7 +227,9 @@ def evaluate_tokens(factory, tokens: np.ndarray, byte_tables, chunk_size: int, p
     t0 = time.perf_counter()
     logp, _ = run_scorer(scorer, tokens, chunk_size)
     seconds = time.perf_counter() - t0
-    nll, n_bytes = -float(logp.sum()), int(target_bytes(tokens[:-1], tokens[1:], byte_tables).sum())
+    if not isinstance(byte_tables, np.ndarray):  # per-target bytes given (CaseOps sidecar) or the byte rule
+        byte_tables = target_bytes(tokens[:-1], tokens[1:], byte_tables)
+    nll, n_bytes = -float(logp.sum()), int(byte_tables.sum())
     return dict(val_loss=nll / len(logp), val_bpb=bits_per_byte(nll, n_bytes), tokens=len(logp), bytes=n_bytes,
                 tokens_per_s=len(logp) / max(seconds, 1e-9), seconds=seconds)
 
@@ -264,6 +266,8 @@ def _eval_setup(args):
         tokens = tokens[:args.max_tokens + 1]
     sp = load_tokenizer(inputs.tokenizer)
     tables = build_byte_tables(sp, vocab_size)
+    if tables.sidecar_required:  # CaseOps: the original text's bytes, from fineweb_val_bytes_*.bin (or an error)
+        tables = val_target_bytes(tokens, tables, inputs.data_pattern)
     factory = build_scorer_factory(args.scorer, model.to(device), seq_len=seq_len, stride=stride,
                                    vocab_size=vocab_size, device=device, ngram_order=args.ngram_order,
                                    ttt=_eval_ttt_options(args), autocast=autocast, batch_size=args.batch_size,
