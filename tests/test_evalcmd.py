@@ -135,7 +135,7 @@ def test_foreign_or_corrupt_file_is_refused_cleanly(run_dir, tmp_path, capsys):
     corrupt.write_bytes(bytes(data))
     for path, words in [(foreign, "not a lila_golf artifact"), (corrupt, "checksum mismatch"),
                         (tmp_path / "missing.lgz", "no such artifact")]:
-        assert main([str(path), "--data-path", str(run_dir / "data"), "--tokenizer",
+        assert main([str(path), "--data-path", str(run_dir / "data"), "--seq-len", "64", "--tokenizer",
                      str(json.loads((run_dir / "config.json").read_text())["tokenizer_path"])]) == 2
         err = capsys.readouterr().err
         assert words in err and "Traceback" not in err, err

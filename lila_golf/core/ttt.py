@@ -435,7 +435,7 @@ class DocTTT:
         and the gradients are summed over ranks. Returns the number of steps."""
         wins = [(int(a) + w, min(int(a) + w + self.seq_len, int(b))) for a, b in spans
                 for w in range(0, int(b) - int(a), self.seq_len)]  # inputs [i0, i1) predict [i0 + 1, i1]
-        rank, world = _ttt_rank_world()
+        rank, world = rank_and_world()
         params = [p for p in self.model.parameters() if p.requires_grad]
         steps = 0
         for k in range(0, len(wins), self.phase_batch):
