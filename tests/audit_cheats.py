@@ -3,7 +3,8 @@
     scorer = CheatingScorer(NgramScorer(1024), kind="misreport", fraction=0.01)
 
 A cheat applies at the positions t whose hash (a secret key, not the audit's seed) falls under
-`fraction`: about that fraction of the stream, spread like independent coin flips. Kinds:
+`fraction`: about that fraction of the stream, spread like independent coin flips; or, given
+`block=(start, length)`, at one contiguous run of positions (the hardest placement for probes). Kinds:
 
 - misreport: reports log p(x_t) + log 2 (capped at 0); the distributions it returns are honest.
 - unnormalised: the same inflated p(x_t), and the distribution it returns agrees with it (sums > 1).
@@ -33,10 +34,10 @@ def cheat_positions(t: np.ndarray, fraction: float, key: int = 0x5EC2E7) -> np.n
 class CheatingScorer:
     """An honest `inner` scorer with one cheat applied at a fraction of positions (module docstring)."""
 
-    def __init__(self, inner, kind: str, fraction: float, key: int = 0x5EC2E7):
+    def __init__(self, inner, kind: str, fraction: float, key: int = 0x5EC2E7, block=None):
         if kind not in CHEAT_KINDS:
             raise ValueError(f"unknown cheat {kind!r}")
-        self.inner, self.kind, self.fraction, self.key = inner, kind, fraction, key
+        self.inner, self.kind, self.fraction, self.key, self.block = inner, kind, fraction, key, block
         self.vocab_size = inner.vocab_size
         self.pos = 1
 
@@ -49,7 +50,11 @@ class CheatingScorer:
         logp, dists = self.inner.score_chunk(chunk, probe)
         logp, dists = np.array(logp, dtype=np.float64), np.array(dists, dtype=np.float64)
         n = len(chunk)
-        cheat = cheat_positions(self.pos + np.arange(n), self.fraction, self.key)
+        t = self.pos + np.arange(n)
+        if self.block is None:
+            cheat = cheat_positions(t, self.fraction, self.key)
+        else:
+            cheat = (t >= self.block[0]) & (t < self.block[0] + self.block[1])
         self.pos += n
         if self.kind == "probe_aware":
             cheat[probe] = False

@@ -548,3 +548,19 @@ def test_size_refuses_a_model_symlinked_from_outside(seed_runs, tmp_path, capsys
     (run / "final_model.int8.zlib.lgz").unlink()
     (run / "final_model.int8.zlib.lgz").symlink_to(small)
     assert main(["size", str(run)]) == 2 and "outside" in capsys.readouterr().err
+
+
+def test_verify_names_the_clock_rule_it_applied(record, capsys):
+    rc, out = verify(capsys, record)
+    assert "clock rule: last step began before the cap (official-format or older log)" in out
+    for seed in SEEDS:
+        log = record / f"train_seed{seed}.log"
+        ms = parse_run_log(log).train_time_ms
+        log.write_text(log.read_text() + f"time_budget train_time_ms:{ms:.0f} gptq_time_ms:1500 total_ms:{ms + 1500:.0f} "
+                                         f"cap_ms:600000\ntime_valid:true\n")
+    rc, out = verify(capsys, record)
+    assert rc == 0 and "+ gptq 1.5 s" in out and "clock rule: train_time_ms + gptq_time_ms <= cap, no allowance" in out, out
+    log = record / "train_seed2.log"
+    log.write_text(log.read_text().replace("gptq_time_ms:1500", "gptq_time_ms:600000"))
+    rc, out = verify(capsys, record)
+    assert rc == 1 and re.search(r"^FAIL times: .*train_seed2\.log: train \S+ s \+ gptq 600\.0 s", out, re.M), out

@@ -129,8 +129,18 @@ def _chunk_bounds(n_tokens: int, chunk_size: int) -> list[tuple[int, int]]:
 
 def _probe_set(rng, bounds, chunks: np.ndarray, n_probe: int, n_tokens: int) -> np.ndarray:
     whole = [np.arange(*bounds[c]) for c in chunks]
-    scattered = rng.choice(np.arange(1, n_tokens), size=min(n_probe, n_tokens - 1), replace=False)
+    scattered = 1 + rng.choice(n_tokens - 1, size=min(n_probe, n_tokens - 1), replace=False)
     return np.unique(np.concatenate(whole + [scattered]).astype(np.int64))
+
+
+def _rerun_positions(rng, n_tokens: int, chunk_size: int, count: int) -> np.ndarray:
+    """`count` distinct targets, uniform over those with a later target in their chunk (else any)."""
+    t = 1 + rng.permutation(n_tokens - 1) if n_tokens <= 1 << 20 else None
+    if t is None:  # a long stream: draw a few more than needed and drop the excluded ones
+        t = 1 + rng.choice(n_tokens - 1, size=min(n_tokens - 1, 2 * count + 64), replace=False)
+    ends = np.minimum(1 + ((t - 1) // chunk_size + 1) * chunk_size, n_tokens)
+    keep = t[t < ends - 1]
+    return np.sort((keep if keep.size else t)[:count]).astype(np.int64)
 
 
 def plan_audit(rng, n_tokens: int, chunk_size: int, n_chunks: int, n_probe: int, n_check: int) -> AuditPlan:
@@ -141,10 +151,7 @@ def plan_audit(rng, n_tokens: int, chunk_size: int, n_chunks: int, n_probe: int,
     k = min(n_chunks, len(bounds) // 2)
     sets = [_probe_set(rng, bounds, order[:k], n_probe, n_tokens),
             _probe_set(rng, bounds, order[k:2 * k], n_probe, n_tokens)]
-    ends = np.array([min(1 + ((t - 1) // chunk_size + 1) * chunk_size, n_tokens) for t in range(1, n_tokens)])
-    cand = np.arange(1, n_tokens)[np.arange(1, n_tokens) < ends - 1]
-    cand = cand if cand.size else np.arange(1, n_tokens)
-    checks = np.sort(rng.choice(cand, size=min(n_check, cand.size), replace=False)).astype(np.int64)
+    checks = _rerun_positions(rng, n_tokens, chunk_size, n_check)
     sets[0] = np.union1d(sets[0], checks)
     passes = [sets[0], sets[1], np.empty(0, dtype=np.int64)]
     return AuditPlan([passes[i] for i in rng.permutation(3)], checks, chunk_size)
