@@ -144,6 +144,8 @@ class Hyperparameters:
     quant_scheme: str = "int8"
     gptq_calib_batches: int = 4  # training micro-batches whose layer inputs give the GPTQ Hessians
     codec: str = "zlib"
+    quant_budget_bytes: int = 0  # 0 = off; -1 = 16,000,000 - code bytes - QUANT_BUDGET_MARGIN; N > 0: that many model bytes (bitalloc.allocate)
+    quant_budget_margin: int = 16384  # bytes kept free under the limit when QUANT_BUDGET_BYTES=-1
     eval_stride: int = 0  # 0 = plain evaluation for the final score; else sliding windows
     save_float_weights: bool = False  # also keep the final float weights (final_weights.lgck) for analysis
     # --- hardware ---
