@@ -31,12 +31,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .quant import _gptq_prepare, parse_spec, quant_k_scale, QUANT_CONTROL_PATTERNS, QUANT_FLOAT_SCHEMES
+from .config import ARTIFACT_LIMIT_BYTES
+from .quant import _gptq_prepare, parse_spec, quant_k_base, quant_k_scale, QUANT_CONTROL_PATTERNS, QUANT_FLOAT_SCHEMES
 from .model import lm_loss, rms_norm
 
 BITALLOC_MIN_BYTES_SAVED = 1024  # quantise a float tensor only when that saves at least this much
 BITALLOC_CODER_SLACK = 1.01  # coded bytes / estimated bytes assumed before the first real export
-BITALLOC_ROUNDS = 3  # real exports at most
+BITALLOC_ROUNDS = 4  # real exports at most (plus one to rewrite the best, if it was not the last)
+BITALLOC_TOLERANCE = 0.002  # stop once an export lands within 0.2% under the budget
 
 
 def calibrate(model: nn.Module, batches, all_reduce=None) -> tuple[dict, dict]:
@@ -153,33 +155,43 @@ def plan_by_bytes(name: str, tensor: torch.Tensor, scheme: str, bits: float = 4.
 
 
 def fisher_plan(state: dict, hessians: dict, row_weights: dict, mu: float, gptq: bool = True,
-                suffix: str = "", max_bits: int = 8) -> dict:
+                suffix: str = "", max_bits: int = 8, shape: str = "fs") -> dict:
     """The plan at multiplier mu (module doc): per quantised tensor int{b}_fs(gptq)_k{k}{suffix},
-    k from the tensor's mean step, b the smallest width that holds the largest |w| / step_r."""
+    k from the tensor's mean step, b the smallest width that holds the largest |w| / step_r.
+    shape "sd": the same tensor steps, rows shaped by SDClip (std) instead of by g_r."""
     plan = {}
     for name, w in state.items():
         base = plan_by_bytes(name, w, "int8_fs_k1")
         if base in QUANT_FLOAT_SCHEMES + ("raw",) or name not in row_weights:
             plan[name] = base if name in row_weights or base != "int8_fs_k1" else "fp16"
             continue
-        plan[name] = _bitalloc_tensor_scheme(w, hessians.get(name), row_weights[name], mu, gptq, suffix, max_bits)
+        plan[name] = _bitalloc_tensor_scheme(w, hessians.get(name), row_weights[name], mu, gptq, suffix, max_bits, shape)
     return plan
 
 
-def _bitalloc_tensor_scheme(w, H, g, mu, gptq, suffix, max_bits) -> str:
+def _bitalloc_tensor_scheme(w, H, g, mu, gptq, suffix, max_bits, shape) -> str:
     rows = w.detach().float().reshape(w.shape[0], -1)
     kappa = gptq_error_factor(H, rows.shape[1])
     g_mean = max(float(g.double().mean()), 1e-30)
     step = math.sqrt(mu / (g_mean * kappa))  # the mean row's step
     sigma = max(float(rows.std(correction=0)), 1e-12)
-    method = "fsgptq" if gptq and H is not None else "fs"
+    method = shape + ("gptq" if gptq and H is not None else "")
+    base = quant_k_base(rows, {"kind": method}, g).double().clamp_min(1e-30)
+    ratio = rows.abs().amax(1).double() / base  # per row: the k at which that row stops clipping
     for bits in range(2, max_bits + 1):
-        qmax = 2 ** (bits - 1) - 1
-        k = float(f"{step * qmax / sigma:.4g}")
-        spec = {"kind": method, "bits": bits, "k": k}
-        s = quant_k_scale(rows, spec, g).float()
-        if bits == max_bits or float((rows.abs().amax(1) / s).max()) <= qmax + 0.5:
-            return f"int{bits}_{method}_k{k:.4g}{suffix}"
+        k = _bitalloc_round_k(step * (2 ** (bits - 1) - 1) / sigma)
+        # the narrowest width at which (nearly) every row fits: fs widens the few that do not; sd,
+        # which clips instead, only takes a width where none does
+        fits = float((ratio <= k).double().mean()) >= (0.99 if shape == "fs" else 1.0)
+        if fits or bits == max_bits:
+            if shape == "sd":
+                k = max(k, _bitalloc_round_k(float(ratio.max()) * 1.001))
+            return f"int{bits}_{method}_k{np.format_float_positional(k, trim='-')}{suffix}"
+
+
+def _bitalloc_round_k(k: float) -> float:
+    """k to 4 significant digits, as the scheme string will carry it."""
+    return float(np.format_float_positional(k, precision=4, unique=False, fractional=False, trim="-"))
 
 
 def estimate_bytes(state: dict, plan: dict, row_weights: dict) -> float:
@@ -202,28 +214,35 @@ def estimate_bytes(state: dict, plan: dict, row_weights: dict) -> float:
 
 
 def allocate(state: dict, hessians: dict, row_weights: dict, budget_bytes: int, export,
-             mu_range=(1e-12, 1e2), gptq: bool = True, suffix: str = "") -> tuple[dict, int]:
+             mu_range=(1e-12, 1e2), gptq: bool = True, suffix: str = "", shape: str = "fs") -> tuple[dict, int]:
     """The plan (fisher_plan) whose export fits budget_bytes most tightly: bisection on log(mu)
     over the estimate times the coded/estimated ratio of the last real export; `export(plan)`
     writes the artifact and returns its bytes. Returns (plan, bytes) of the best export that fits;
     raises ValueError when even the coarsest plan does not fit."""
-    ratio, best = BITALLOC_CODER_SLACK, None
+    ratio, best, last = BITALLOC_CODER_SLACK, None, None
     lo, hi = math.log(mu_range[0]), math.log(mu_range[1])
     for _ in range(BITALLOC_ROUNDS):
         def fits(log_mu):
-            return estimate_bytes(state, fisher_plan(state, hessians, row_weights, math.exp(log_mu), gptq, suffix),
-                                  row_weights) * ratio <= budget_bytes
-        log_mu = _bitalloc_bisect(fits, lo, hi)
-        plan = fisher_plan(state, hessians, row_weights, math.exp(log_mu), gptq, suffix)
-        nbytes = export(plan)
-        if nbytes <= budget_bytes and (best is None or nbytes > best[1]):
-            best = (plan, nbytes)
-        if best is not None and best[1] >= 0.998 * budget_bytes:
+            plan = fisher_plan(state, hessians, row_weights, math.exp(log_mu), gptq, suffix, shape=shape)
+            return estimate_bytes(state, plan, row_weights) * ratio <= budget_bytes
+        plan = fisher_plan(state, hessians, row_weights, math.exp(_bitalloc_bisect(fits, lo, hi)), gptq, suffix, shape=shape)
+        last = (plan, export(plan))
+        if last[1] <= budget_bytes and (best is None or last[1] > best[1]):
+            best = last
+        if best is not None and best[1] >= (1 - BITALLOC_TOLERANCE) * budget_bytes:
             break
-        ratio = nbytes / estimate_bytes(state, plan, row_weights) * (1.0005 if nbytes > budget_bytes else 1.0)
+        # the coded size over the estimate, a hair more when it overshot: the next target
+        ratio = last[1] / estimate_bytes(state, plan, row_weights) * (1.002 if last[1] > budget_bytes else 1.0)
     if best is None:
-        raise ValueError(f"no plan fits {budget_bytes} bytes (coarsest export: {nbytes} bytes)")
+        raise ValueError(f"no plan fits {budget_bytes} bytes (the last try took {last[1]} bytes)")
+    if best is not last:
+        export(best[0])  # leave the chosen artifact as the last one written
     return best
+
+
+def budget_bytes(code_bytes: int, margin: int, limit: int = ARTIFACT_LIMIT_BYTES) -> int:
+    """The model's byte budget: the challenge limit minus the code that counts minus a margin."""
+    return limit - code_bytes - margin
 
 
 def _bitalloc_bisect(fits, lo: float, hi: float, steps: int = 30) -> float:

@@ -200,6 +200,8 @@ class Hyperparameters:
     quant_scheme: str = "int8"
     gptq_calib_batches: int = 4  # training micro-batches whose layer inputs give the GPTQ Hessians
     codec: str = "zlib"
+    quant_budget_bytes: int = 0  # 0 = off; -1 = 16,000,000 - code bytes - QUANT_BUDGET_MARGIN; N > 0: that many model bytes (bitalloc.allocate)
+    quant_budget_margin: int = 16384  # bytes kept free under the limit when QUANT_BUDGET_BYTES=-1
     eval_stride: int = 0  # 0 = no sliding phase in the final evaluation; else its stride (core/final_eval.py)
     ttt_mode: str = "off"  # off | doc (per-document score-first LoRA TTT) | phased (+ global SGD phases)
     ttt_chunk: int = 64  # tokens per TTT chunk: scored, then one Adam step of that document's adapters

@@ -18,8 +18,9 @@ Schemes (`quantize_tensor(w, scheme)`):
     int{b}_sd_k{k}      SDClip (record #1855): s_r = k * std(row_r) / qmax, round to nearest
     int{b}_sdgptq_k{k}  SDClip scales, then GPTQ with them
     int{b}_fs_k{k}      Fisher-shaped steps: s_r = k * std(W) / qmax * sqrt(mean(g) / g_r), g_r the
-                        row's output sensitivity (`row_weight`, see bitalloc.calibrate); equal
-                        loss-weighted error per row instead of SDClip's equal relative error
+                        row's output sensitivity (`row_weight`, see bitalloc.calibrate), widened to
+                        |w_r|max / qmax where the row would clip; equal loss-weighted error per row
+                        instead of SDClip's equal relative error
     int{b}_fsgptq_k{k}  the same scales, then GPTQ
   suffixes, in this order (any integer method):
     +lqer{r} / +hlqer{r}  LQER: a rank-r factorisation A B of the quantisation error added back at
@@ -340,17 +341,26 @@ def _quant_int_arrays(rows: torch.Tensor, spec: dict, H, device, row_weight) -> 
 
 
 def quant_k_scale(rows: torch.Tensor, spec: dict, row_weight=None) -> torch.Tensor:
-    """fp16 row scales of the k methods. SDClip: k * std(row) / qmax. Fisher-shaped: k * std(W) /
-    qmax * sqrt(mean(g) / g_r), the shaping clamped to [1/8, 8]."""
+    """fp16 row scales of the k methods. SDClip: k * std(row) / qmax (clips beyond k std).
+    Fisher-shaped: max(k * std(W) * sqrt(mean(g) / g_r), |w_r|max) / qmax, the shaping clamped to
+    [1/8, 8]: the step the allocation asks for, widened for a row that would clip."""
     qmax = 2 ** (spec["bits"] - 1) - 1
+    scale = spec["k"] * quant_k_base(rows, spec, row_weight)
+    if spec["kind"] in ("fs", "fsgptq"):
+        scale = torch.maximum(scale, rows.abs().amax(dim=1))
+    return _quant_fp16_scale(scale, qmax)
+
+
+def quant_k_base(rows: torch.Tensor, spec: dict, row_weight=None) -> torch.Tensor:
+    """The row scales of the k methods before k / qmax, the no-clip floor and fp16 rounding: (R,)."""
     if spec["kind"] in ("sd", "sdgptq"):
-        return _quant_fp16_scale(spec["k"] * rows.std(dim=1, correction=0), qmax)
+        return rows.std(dim=1, correction=0)
     if row_weight is None or row_weight.numel() != rows.shape[0]:
         raise ValueError(f"Fisher-shaped scheme {spec['kind']!r} needs row_weight with one value per row "
                          f"({rows.shape[0]}), got {None if row_weight is None else tuple(row_weight.shape)}")
     g = row_weight.detach().double().cpu().clamp_min(1e-30)
     shape = (g.mean() / g).sqrt().clamp(1 / QUANT_FS_MAX_SHAPE, QUANT_FS_MAX_SHAPE).float()
-    return _quant_fp16_scale(spec["k"] * rows.std(correction=0) * shape, qmax)
+    return rows.std(correction=0) * shape
 
 
 def awq_salient_columns(rows: torch.Tensor, H: torch.Tensor | None, n: int) -> torch.Tensor:

@@ -104,3 +104,48 @@ def vq_dequantize(q: dict, lattice: str) -> torch.Tensor:
     rows = ints.shape[0]
     points = e8_unpack(ints.reshape(rows, -1, 8), cosets)                      # (R, C/8, 8)
     return (points.reshape(rows, -1) * scale).float()
+
+
+def e8_gptq_quantize(w: torch.Tensor, H: torch.Tensor, step: float, block_size: int = 128,
+                     damp: float = 0.01, act_order: bool = True, row_scale: torch.Tensor | None = None) -> dict:
+    """E8 lattice VQ of W (R, C) with GPTQ-style error feedback: columns in GPTQ's order (act-order
+    by diag(H)), each 8-column block decoded jointly to the nearest E8 point of W_block / s_r, and
+    its error E (R, 8) spread over the later columns as E U_BB^-1 U_B,rest (U the upper Cholesky
+    factor of H^-1): the block version of GPTQ's per-column update. s_r = step * rms(row) (or
+    step * row_scale). Returns {"symbols": [ints (R, C), cosets (R, C/8)], "scale": fp16 (R,),
+    "perm": (C,) the column order (stored: the decoder has no H)}."""
+    from lila_golf.core.quant import _gptq_prepare
+    R, C = w.shape
+    if C % 8 or block_size % 8:
+        raise ValueError(f"e8_gptq_quantize needs cols and block_size multiples of 8, got {C} and {block_size}")
+    perm, Hinv, dead = _gptq_prepare(H, C, damp, act_order)
+    W = w.detach().float().clone()
+    W[:, dead] = 0.0
+    scale = _vq_row_scale(W, step) if row_scale is None else (step * row_scale).clamp_min(6.2e-5).half()
+    s = scale.float()[:, None]
+    W = W[:, perm]
+    P = torch.zeros(R, C, dtype=torch.float64)  # lattice points, permuted column order
+    for i1 in range(0, C, block_size):
+        i2 = min(i1 + block_size, C)
+        W1, Hinv1, Err1 = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2], torch.zeros(R, i2 - i1)
+        for j in range(0, i2 - i1, 8):
+            p = e8_lattice_nearest((W1[:, j:j + 8] / s).double())                  # (R, 8)
+            P[:, i1 + j:i1 + j + 8] = p
+            U = Hinv1[j:j + 8, j:j + 8]
+            err = torch.linalg.solve_triangular(U, (W1[:, j:j + 8] - p.float() * s).T, upper=True, left=True)
+            err = err.T  # (R, 8) = E U_BB^-1, i.e. solve X U = E
+            W1[:, j + 8:] -= err @ Hinv1[j:j + 8, j + 8:]
+            Err1[:, j:j + 8] = err
+        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+    ints, cosets = e8_pack(P.reshape(R, C // 8, 8))
+    return {"symbols": [ints.reshape(R, C), cosets], "scale": scale, "perm": perm.cpu()}
+
+
+def e8_gptq_dequantize(q: dict) -> torch.Tensor:
+    """Inverse map of e8_gptq_quantize: float32 (R, C) in the original column order."""
+    ints, cosets = q["symbols"]
+    R, C = ints.shape
+    points = e8_unpack(ints.reshape(R, C // 8, 8), cosets).reshape(R, C)
+    out = torch.empty(R, C, dtype=torch.float64)
+    out[:, q["perm"]] = points * q["scale"].double()[:, None]
+    return out.float()

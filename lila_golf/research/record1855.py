@@ -33,24 +33,29 @@ RECORD_TIED_EMBED = "tok_emb.weight"
 
 
 def record_scheme(name: str, w: torch.Tensor, k_scale: float = 1.0, bits: int = 6, embed_bits: int = 7,
-                  k: dict | None = None) -> str:
-    """The record's rule for one tensor (before LQER)."""
+                  k: dict | None = None, small_rule=None) -> str:
+    """The record's rule for one tensor (before LQER). small_rule(name, w): replaces the element
+    rule (<= 65,536 -> fp16) with another: returns a float scheme to keep the tensor so, else anything."""
     k = RECORD_K if k is None else k
     if not w.is_floating_point():
         return "raw"
     if "gate" in name:
         return "int8"  # per-row int8 (the baseline's percentile clip)
-    if w.numel() <= RECORD_FP16_MAX_NUMEL or w.ndim < 2:
+    if small_rule is not None:
+        kept = small_rule(name, w)
+        if kept in ("fp16", "fp32", "raw"):
+            return kept
+    elif w.numel() <= RECORD_FP16_MAX_NUMEL or w.ndim < 2:
         return "fp16"
     b = embed_bits if name == RECORD_TIED_EMBED else bits
     return f"int{b}_sdgptq_k{k[quant_role(name)] * k_scale:.4g}"
 
 
 def record_entries(state: dict, hessians: dict, k_scale: float = 1.0, bits: int = 6, embed_bits: int = 7,
-                   lqer_tensors: int = RECORD_LQER_TENSORS, lqer_rank: int = RECORD_LQER_RANK) -> dict:
+                   lqer_tensors: int = RECORD_LQER_TENSORS, lqer_rank: int = RECORD_LQER_RANK, small_rule=None) -> dict:
     """Quantised entries (artifact.quantize_state's format) of a whole state dict by the record's
     rules, LQER on the `lqer_tensors` worst quantised tensors; save_artifact(entries=...) writes them."""
-    plan = {n: record_scheme(n, w, k_scale, bits, embed_bits) for n, w in state.items()}
+    plan = {n: record_scheme(n, w, k_scale, bits, embed_bits, small_rule=small_rule) for n, w in state.items()}
     entries = quantize_state(state, "int6_gptq", hessians, plan)
     for name in worst_tensors(state, entries, hessians, lqer_tensors):
         scheme = entries[name]["scheme"] + f"+lqer{lqer_rank}"
