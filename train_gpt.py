@@ -160,7 +160,22 @@ class Hyperparameters:
     # --- export and evaluation ---
     quant_scheme: str = "int8"
     codec: str = "zlib"
-    eval_stride: int = 0  # 0 = plain evaluation for the final score; else sliding windows
+    eval_stride: int = 0  # 0 = no sliding phase in the final evaluation; else its stride (core/final_eval.py)
+    ttt_mode: str = "off"  # off | doc (per-document score-first LoRA TTT) | phased (+ global SGD phases)
+    ttt_chunk: int = 64  # tokens per TTT chunk: scored, then one Adam step of that document's adapters
+    ttt_lr: float = 3e-3  # Adam lr of the per-document adapters
+    ttt_rank: int = 8  # LoRA rank
+    ttt_targets: str = "attn.c_q,attn.c_v,mlp.fc,mlp.proj"  # Linear layers adapted (name suffixes)
+    ttt_batch_docs: int = 16  # documents run side by side, each with its own adapters
+    ttt_phases: int = 3  # TTT_MODE=phased: SGD passes, after documents k * TTT_PHASE_DOCS / TTT_PHASES
+    ttt_phase_docs: int = 2000  # documents (in stream order) the phases cover; the rest use the last base
+    ttt_phase_lr: float = 1e-3  # SGD lr of the phases (base weights)
+    ttt_phase_batch: int = 16  # windows of TRAIN_SEQ_LEN per phase SGD step
+    ngram_order: int = 0  # 0 = no n-gram phase; else the max order of the per-token online n-gram
+    ngram_discount: float = 0.75  # absolute discount of the backoff (core/ngram.py formula)
+    ngram_beta: float = 0.0  # extra escape mass per distinct continuation (0 = absolute discounting)
+    ngram_mix_lr: float = 0.1  # Adam lr of the learned mixing weight (core/ngrammix.py)
+    ngram_mix_chunk: int = 256  # first mixer chunks (targets); later ones grow to 65,536
     save_float_weights: bool = False  # also keep the final float weights (final_weights.lgck) for analysis
     # --- hardware ---
     compile: bool = False  # torch.compile; only honoured on CUDA
@@ -188,9 +203,35 @@ class Hyperparameters:
                 raise ValueError(f"{name.upper()}={getattr(self, name)!r} switches on {feature}, which this record "
                                  f"file leaves out: run the complete train_gpt.py (`python -m lila_golf bundle`)")
         GPTConfig.from_hparams(self)  # the architecture checks itself
+        validate_eval(self)
 
     def as_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
+
+
+TTT_MODES = ("off", "doc", "phased")
+
+
+def validate_eval(hp) -> None:
+    """Checks of the final evaluation's fields, each naming its variable."""
+    if hp.eval_stride < 0 or hp.eval_stride > hp.train_seq_len:
+        raise ValueError(f"EVAL_STRIDE={hp.eval_stride} must be 0 (off) or in 1..TRAIN_SEQ_LEN={hp.train_seq_len}")
+    if hp.ttt_mode not in TTT_MODES:
+        raise ValueError(f"TTT_MODE={hp.ttt_mode!r} is not one of {TTT_MODES}")
+    if not 1 <= hp.ttt_chunk <= hp.train_seq_len:
+        raise ValueError(f"TTT_CHUNK={hp.ttt_chunk} must be in 1..TRAIN_SEQ_LEN={hp.train_seq_len}")
+    for name in ("ttt_rank", "ttt_batch_docs", "ttt_phase_batch", "ngram_mix_chunk"):
+        if getattr(hp, name) < 1:
+            raise ValueError(f"{name.upper()}={getattr(hp, name)} must be >= 1")
+    for name in ("ttt_lr", "ttt_phase_lr", "ngram_mix_lr", "ngram_beta"):
+        if getattr(hp, name) < 0:
+            raise ValueError(f"{name.upper()}={getattr(hp, name)} must be >= 0")
+    if hp.ttt_mode == "phased" and (hp.ttt_phases < 1 or hp.ttt_phase_docs < hp.ttt_phases):
+        raise ValueError(f"TTT_MODE=phased needs TTT_PHASES >= 1 and TTT_PHASE_DOCS >= TTT_PHASES "
+                         f"(got {hp.ttt_phases}, {hp.ttt_phase_docs})")
+    if hp.ngram_order < 0 or not 0 <= hp.ngram_discount <= 1 or (hp.ngram_order and hp.ngram_discount + hp.ngram_beta <= 0):
+        raise ValueError(f"NGRAM_ORDER={hp.ngram_order} must be >= 0, NGRAM_DISCOUNT={hp.ngram_discount} in [0, 1] "
+                         f"and NGRAM_DISCOUNT + NGRAM_BETA > 0")
 
 
 def validate_model(cfg) -> None:
@@ -1536,9 +1577,10 @@ def _artifact_encode_group(group: str, arrays: list, codec: str) -> tuple[bytes,
 
 def save_artifact(path, state_dict: dict, *, model_config: dict, tokenizer_sha256: str,
                   scheme: str = "int8", codec: str = "zlib", hessians: dict | None = None,
-                  plan=None, device=None) -> int:
+                  plan=None, device=None, train_seq_len: int | None = None) -> int:
     """Quantise `state_dict` (see quantize_state), code it with `codec` (zlib, lzma, zstd, brotli,
-    rans) and write the artifact to `path` atomically. Returns the number of bytes written."""
+    rans) and write the artifact to `path` atomically. Returns the number of bytes written.
+    train_seq_len, when given, goes into the header (the window length an evaluation must use)."""
     if codec not in ARTIFACT_CODECS:
         raise ValueError(f"unknown artifact codec {codec!r}: expected one of {ARTIFACT_CODECS}")
     if not isinstance(tokenizer_sha256, str):
@@ -1561,6 +1603,8 @@ def save_artifact(path, state_dict: dict, *, model_config: dict, tokenizer_sha25
               "tensors": table, "num_params": int(sum(t.numel() for t in state_dict.values())),
               "sym_h0_bits": sum(symbol_entropy_bits(a) for g, a in group_arrays.items() if g.startswith("sym")),
               "sym_coded_bytes": sum(gr["length"] for gr in groups if gr["name"].startswith("sym"))}
+    if train_seq_len is not None:
+        header["train_seq_len"] = int(train_seq_len)
     try:
         header_bytes = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
     except TypeError as exc:
@@ -1915,6 +1959,7 @@ class ByteTables:
     base_bytes: np.ndarray         # int16: UTF-8 bytes of the piece without one leading "▁"
     has_leading_space: np.ndarray  # bool: piece starts with "▁" (worth 1 byte after a non-boundary)
     is_boundary: np.ndarray        # bool: control/unknown/unused id (BOS, pad, ...): 0 bytes, no space after
+    bos_id: int = -1               # the tokenizer's BOS (documents are BOS + ids); -1 when unknown
     _torch_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def torch_tables(self, device):
@@ -1948,7 +1993,7 @@ def build_byte_tables(sp, vocab_size: int | None = None) -> ByteTables:
             has_leading_space[i] = True
             piece = piece[1:]
         base_bytes[i] = len(piece.encode("utf-8"))
-    return ByteTables(base_bytes, has_leading_space, is_boundary)
+    return ByteTables(base_bytes, has_leading_space, is_boundary, int(sp.bos_id()))
 
 
 def target_bytes(prev_ids, target_ids, tables: ByteTables) -> np.ndarray:
