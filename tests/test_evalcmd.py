@@ -119,7 +119,7 @@ def test_every_scorer_scores_every_target(run_dir, sp1024_model):
     losses = {}
     for name in EVAL_SCORERS:
         factory = build_scorer_factory(name, model, seq_len=SEQ_LEN, stride=16, vocab_size=1024, ngram_order=4,
-                                       ttt=dict(ttt_chunk=128, ttt_lr=1e-2, ttt_epochs=1, ttt_rank=2))
+                                       ttt=dict(ttt_chunk=128, ttt_lr=1e-2, ttt_epochs=1, ttt_rank=2), phase_ends=(1, 2))
         res = evaluate_tokens(factory, tokens, tables, chunk_size=256)
         assert res["tokens"] == 699 and np.isfinite(res["val_loss"])
         losses[name] = res["val_loss"]
@@ -135,7 +135,7 @@ def test_foreign_or_corrupt_file_is_refused_cleanly(run_dir, tmp_path, capsys):
     corrupt.write_bytes(bytes(data))
     for path, words in [(foreign, "not a lila_golf artifact"), (corrupt, "checksum mismatch"),
                         (tmp_path / "missing.lgz", "no such artifact")]:
-        assert main([str(path), "--data-path", str(run_dir / "data"), "--seq-len", "64", "--tokenizer",
+        assert main([str(path), "--data-path", str(run_dir / "data"), "--seq-len", "32", "--tokenizer",
                      str(json.loads((run_dir / "config.json").read_text())["tokenizer_path"])]) == 2
         err = capsys.readouterr().err
         assert words in err and "Traceback" not in err, err

@@ -143,10 +143,10 @@ def _eval_ttt_options(args) -> dict:
 
 def build_scorer_factory(name: str, model, *, seq_len: int, stride: int, vocab_size: int, device="cpu",
                          ngram_order: int = 10, ttt: dict | None = None, autocast=None, batch_size: int = 32,
-                         bos_id: int = 1):
+                         bos_id: int = 1, phase_ends=PHASE_ENDS_DEFAULT):
     """Zero-argument factory making a fresh scorer `name` (one of EVAL_SCORERS) over `model`.
     model+ngram* use the learned mixture (core/ngrammix.py, n-gram order `ngram_order`); *doc_ttt and
-    *phased_ttt the per-document TTT (documents start at `bos_id`)."""
+    *phased_ttt the per-document TTT (documents start at `bos_id`; phases end after `phase_ends` documents)."""
     if name not in EVAL_SCORERS:
         raise EvalError(f"unknown scorer {name!r}: use one of {', '.join(EVAL_SCORERS)}")
     ttt = {**TTT_DEFAULTS, **(ttt or {})}
@@ -163,7 +163,7 @@ def build_scorer_factory(name: str, model, *, seq_len: int, stride: int, vocab_s
         if "ttt" not in name:
             return ModelScorer(logits_fn, seq_len, stride, vocab_size, device, batch_size)
         if "doc_ttt" in name or "phased_ttt" in name:
-            phases = PHASE_ENDS_DEFAULT if "phased" in name else ()
+            phases = tuple(phase_ends) if "phased" in name else ()
             return DocTTTScorer(model, seq_len, bos_id, vocab_size, phase_ends=phases, autocast=autocast,
                                 **{**DOC_TTT_DEFAULTS, "chunk": min(DOC_TTT_DEFAULTS["chunk"], seq_len)})
         return TTTScorer(model, seq_len, stride, vocab_size, device=device, lora_rank=ttt["ttt_rank"],
