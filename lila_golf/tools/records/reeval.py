@@ -4,19 +4,18 @@
 
 For every seed: the artifact (inside the folder, decoded within its caps, tokenizer hash checked)
 is rebuilt into the model, the val shards named by the log's config (data_path, or --data-path)
-are read and cut to its val_max_tokens, the data label is decided from those tokens, and each phase
-of the submitted score is run again with the same code the trainer runs (plain: eval_val_plain;
-sliding: eval_sliding at the log's eval_stride). The figures printed at the log's precision
+are read and cut to its val_max_tokens, the data label is decided from those tokens, and every phase
+of the final evaluation is run again with the code and config the trainer ran (core/final_eval.py:
+plain, sliding, TTT, n-gram). The figures printed at the log's precision
 (val_loss and val_bpb at 8 decimals, targets and bytes exactly) must be equal; the data label must
 equal the log's. Scores are re-run in float32 on the device given (default CPU): a log written on
 a GPU under bf16 autocast is re-run there (--device cuda), or it differs.
 
-Phases without a re-scorer here (ttt, ngram: see REEVAL_PHASES) are reported as failures naming
-them: a figure that cannot be reproduced is not taken as checked.
+A logged phase that the config does not run is reported as a failure naming it: a figure that
+cannot be reproduced is not taken as checked.
 """
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -26,30 +25,24 @@ from .folder import resolve_inside
 from .logs import RecordError, SeedRun
 
 
-def _reeval_plain(model, tokens, tables, cfg: dict, device, autocast):
+def _reeval_plain(model, tokens, tables, cfg: dict, device, autocast) -> dict:
+    """Logs from before the final evaluation: their roundtrip line came from eval_val_plain."""
     from ...core.data import target_bytes
     from ...core.evaluate import eval_val_plain
     seq_len, batch = int(cfg["train_seq_len"]), int(cfg.get("val_batch_tokens", 65536))
-    return eval_val_plain(model, tokens, target_bytes(tokens[:-1], tokens[1:], tables), seq_len, device,
-                          batch_seqs=max(1, batch // seq_len), autocast=autocast)
+    res = eval_val_plain(model, tokens, target_bytes(tokens[:-1], tokens[1:], tables), seq_len, device,
+                         batch_seqs=max(1, batch // seq_len), autocast=autocast)
+    return {"plain": res}
 
 
-def _reeval_sliding(model, tokens, tables, cfg: dict, device, autocast):
-    from ...core.scoring import eval_sliding
-    seq_len, batch, stride = int(cfg["train_seq_len"]), int(cfg.get("val_batch_tokens", 65536)), int(cfg["eval_stride"])
-
-    @torch.no_grad()
-    def logits_fn(x):
-        with autocast() if autocast else contextlib.nullcontext():
-            return model(x).float()
-
-    model.eval()
-    return eval_sliding(logits_fn, torch.from_numpy(tokens).to(device), seq_len, stride, tables,
-                        batch_size=max(1, batch // seq_len))
-
-
-# phase name (as the submitted line lists it) -> re-scorer(model, tokens, byte tables, config, device, autocast)
-REEVAL_PHASES = {"plain": _reeval_plain, "sliding": _reeval_sliding}
+def _rerun_final_evaluation(model, tokens, tables, cfg: dict, device, autocast) -> dict:
+    """Every phase of the run's final evaluation, by the trainer's own code and config (the log's
+    `config` line): phase name -> {val_loss, val_bpb, tokens, bytes}."""
+    from ...core.config import Hyperparameters
+    from ...core.final_eval import final_evaluation
+    hp = Hyperparameters.from_env({k.upper(): str(v) for k, v in cfg.items()})
+    result = final_evaluation(model, tokens, tables, hp, device, autocast, lambda line: None)
+    return {p["name"]: {**p, "tokens": p["targets"]} for p in result["phases"]}
 
 
 def _logged_phases(run: SeedRun) -> list[tuple[str, dict]]:
@@ -110,13 +103,16 @@ def reeval_seed(folder: Path, run: SeedRun, artifact_name: str, *, data_path=Non
     model = model.to(device)
     diffs = [] if run.data_label in (None, label) else [f"data label {label} (from the tokens) != logged {run.data_label}"]
     done = []
+    rerun = _rerun_final_evaluation if run.score_source == "final_submitted" else _reeval_plain
+    got = rerun(model, tokens, tables, run.config, device, autocast)
     for phase, logged in _logged_phases(run):
-        if phase not in REEVAL_PHASES:
-            diffs.append(f"phase {phase!r} has no re-scorer in verify --reeval (known: {', '.join(REEVAL_PHASES)})")
+        if phase not in got:
+            diffs.append(f"phase {phase!r} was logged but the run's config runs no such phase")
             continue
-        got = REEVAL_PHASES[phase](model, tokens, tables, run.config, device, autocast)
-        diffs += _compare(phase, logged, got)
-        done.append(f"{phase} val_bpb:{got['val_bpb']:.8f}")
+        diffs += _compare(phase, logged, got[phase])
+        entry = f"{phase} val_bpb:{got[phase]['val_bpb']:.8f}"
+        if entry not in done:  # the submitted line repeats its last phase
+            done.append(entry)
     return diffs, f"seed {run.seed} ({len(tokens) - 1} targets, data:{label}): " + ", ".join(done)
 
 
