@@ -16,8 +16,12 @@ def record_architecture_small() -> GPTConfig:
     """The record preset's switches at reduced width (head_dim 8, so partial RoPE on 4 of its dims)."""
     fields = set(GPTConfig.__dataclass_fields__)
     cfg = {k: v for k, v in PRESETS["record"].items() if k in fields}
-    cfg.update(num_layers=2, model_dim=64, num_heads=8, num_kv_heads=4, rope_dims=4, bigram_hash_buckets=64,
-               bigram_dim=16)
+    cfg.update(num_layers=3, model_dim=64, num_heads=8, num_kv_heads=4, rope_dims=4, bigram_hash_buckets=64,
+               bigram_dim=16, xsa_last_n=min(cfg.get("xsa_last_n", 0), 3))
+    if cfg.get("parallel_start"):  # the record's loop, then its lanes, scaled to 3 layers
+        cfg.update(parallel_start=2)
+    if cfg.get("num_loops"):
+        cfg.update(loop_start=1, loop_end=1, num_loops=1)
     return GPTConfig(**cfg)
 
 

@@ -8,7 +8,7 @@ def verdicts(rows):
 
 
 def test_record_preset_on_the_mini_data_passes(mini_data, sp1024_model):
-    hp = Hyperparameters.from_env({"PRESET": "record", "DATA_PATH": str(mini_data), "TOKENIZER_PATH": str(sp1024_model)})
+    hp = Hyperparameters.from_env({"PRESET": "record_sp1024", "DATA_PATH": str(mini_data), "TOKENIZER_PATH": str(sp1024_model)})
     rows = preflight(hp, 8, 20.0)
     v = verdicts(rows)
     assert "FAIL" not in v.values(), rows

@@ -104,7 +104,7 @@ def test_record_preset_builds_steps_and_exports_on_cpu(tmp_path, mini_data, sp10
     hp = Hyperparameters.from_env(env)
     assert int(re.search(r"model_params:(\d+)", log).group(1)) == count_params(GPT(GPTConfig.from_hparams(hp)))
     assert "looping:on step:2 progress:0.6667 schedule:0,1,2,3,4,5,3,4,5,3,4,5,6,7,8,9,10" in log
-    assert "step:3/3 train_loss:" in log and "gptq_calibration_time_ms" in log
+    assert "step:3/3 train_loss:" in log and "gptq_time_ms:" in log
     m = re.search(r"bytes_code:(\d+) bytes_model:(\d+) bytes_total:(\d+)", log)
     assert m and int(m.group(3)) < 16_000_000 and "artifact_valid:true" in log
 

@@ -313,6 +313,9 @@ def validate_frontier(cfg) -> None:
     if cfg.num_loops < 0 or (cfg.num_loops and not 0 <= cfg.loop_start <= cfg.loop_end < cfg.num_layers):
         raise ValueError(f"NUM_LOOPS={cfg.num_loops} needs 0 <= LOOP_START={cfg.loop_start} <= "
                          f"LOOP_END={cfg.loop_end} < NUM_LAYERS={cfg.num_layers}")
+    if cfg.num_loops and cfg.parallel_start and cfg.parallel_start <= cfg.loop_end:
+        # a looped layer run again after the lanes began would need lane weights it does not have
+        raise ValueError(f"PARALLEL_START={cfg.parallel_start} must come after the loop (LOOP_END={cfg.loop_end})")
     if cfg.num_loops and cfg.recur_layers:
         raise ValueError("NUM_LOOPS and RECUR_LAYERS are two forms of depth recurrence: set one")
     if cfg.logit_softcap_neg < 0 or (cfg.logit_softcap_neg and cfg.logit_softcap <= 0):

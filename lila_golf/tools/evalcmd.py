@@ -265,13 +265,14 @@ def _eval_setup(args):
     if subset:
         tokens = tokens[:args.max_tokens + 1]
     sp = load_tokenizer(inputs.tokenizer)
-    tables = build_byte_tables(sp, vocab_size)
-    if tables.sidecar_required:  # CaseOps: the original text's bytes, from fineweb_val_bytes_*.bin (or an error)
-        tables = val_target_bytes(tokens, tables, inputs.data_pattern)
+    byte_tables = build_byte_tables(sp, vocab_size)
+    tables = byte_tables
+    if byte_tables.sidecar_required:  # CaseOps: the original text's bytes, from fineweb_val_bytes_*.bin (or an error)
+        tables = val_target_bytes(tokens, byte_tables, inputs.data_pattern)
     factory = build_scorer_factory(args.scorer, model.to(device), seq_len=seq_len, stride=stride,
                                    vocab_size=vocab_size, device=device, ngram_order=args.ngram_order,
                                    ttt=_eval_ttt_options(args), autocast=autocast, batch_size=args.batch_size,
-                                   bos_id=tables.bos_id)
+                                   bos_id=byte_tables.bos_id)
     chunk_size = max(1, args.chunk_size // seq_len) * seq_len  # whole windows: stride = seq_len is plain
     line = (f"eval_config artifact:{inputs.artifact} scorer:{args.scorer} data:{inputs.data_pattern} "
             f"seq_len:{seq_len} seq_len_from:{inputs.seq_len_source.replace(' ', '_')} stride:{stride} "

@@ -120,8 +120,8 @@ def preflight(hp, world: int, reserve_s: float | None) -> list[tuple[str, str, s
     rows = check_data(hp) + check_tokenizer_and_val(hp)
     params = count_params(hp)
     rows.append(("PASS", "model_params", f"{params:,} ({hp.preset})"))
-    code = len(build_file(hp.preset if hp.preset == "record" else None, packed=True, minified=True).encode())
-    rows.append(("PASS", "bytes_code", f"{code} (packed, minified {'record' if hp.preset == 'record' else 'complete'} file)"))
+    code = len(build_file(hp.preset, packed=True, minified=True).encode())
+    rows.append(("PASS", "bytes_code", f"{code} (the packed, minified record file of PRESET={hp.preset})"))
     model_bytes, how = projected_model_bytes(params)
     if model_bytes is None:
         rows.append(("WARN", "bytes_total", how))
@@ -130,7 +130,7 @@ def preflight(hp, world: int, reserve_s: float | None) -> list[tuple[str, str, s
         rows.append(("PASS" if total <= ARTIFACT_LIMIT_BYTES else "FAIL", "bytes_total",
                      f"projected {total:,} of {ARTIFACT_LIMIT_BYTES:,} ({how})"))
     rows += check_budget(hp, world, reserve_s)
-    rows.append(("PASS", "collectives", " ".join(collectives_in_bundle(hp.preset if hp.preset == "record" else None))))
+    rows.append(("PASS", "collectives", " ".join(collectives_in_bundle(hp.preset))))
     return rows
 
 
