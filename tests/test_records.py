@@ -559,3 +559,14 @@ def test_verify_names_the_clock_rule_it_applied(record, capsys):
     log.write_text(log.read_text().replace("gptq_time_ms:1500", "gptq_time_ms:600000"))
     rc, out = verify(capsys, record)
     assert rc == 1 and re.search(r"^FAIL times: .*train_seed2\.log: train \S+ s \+ gptq 600\.0 s", out, re.M), out
+
+
+def test_malformed_or_huge_logs_are_clear_failures(record, capsys):
+    log = record / "train_seed1.log"
+    log.write_text(log.read_text() + "final_submitted val_loss:1.0 val_bpb:0.5 eval_time_ms:soon phases:plain\n")
+    rc, out = verify(capsys, record)
+    assert rc == 1 and "malformed score line" in out and "Traceback" not in out
+    with open(log, "r+b") as f:
+        f.truncate(65 << 20)  # sparse: 65 MiB of nothing, refused by size before it is read
+    rc, out = verify(capsys, record)
+    assert rc == 1 and "too large for a training log" in out

@@ -105,7 +105,8 @@ def _parse_lila_line(run: SeedRun, line: str) -> None:
         run.eval_phases.append(tok)
     elif head == "time_budget":
         run.gptq_time_ms, run.time_cap_ms = float(tok["gptq_time_ms"]), float(tok.get("cap_ms", "nan"))
-        run.train_time_ms = float(tok.get("train_time_ms", run.train_time_ms))
+        if "train_time_ms" in tok:
+            run.train_time_ms = float(tok["train_time_ms"])
     elif head.startswith("time_valid:"):
         run.time_valid = tok["time_valid"] == "true"
     elif head == "final_float":
@@ -127,7 +128,10 @@ def parse_lila_log(path: Path) -> SeedRun:
             _parse_lila_line(run, line)
         except (KeyError, ValueError) as exc:
             raise RecordError(f"{path}: malformed log line {line[:80]!r} ({type(exc).__name__}: {exc})") from None
-    _lila_score(run)
+    try:
+        _lila_score(run)
+    except (KeyError, ValueError) as exc:
+        raise RecordError(f"{path}: malformed score line ({type(exc).__name__}: {exc})") from None
     return run
 
 
