@@ -23,6 +23,8 @@ OPTIONAL_FEATURES: dict[str, tuple[dict[str, object], tuple[str, ...]]] = {
     "lattice geometry": ({"attn_geometry": "none", "e8_sidebranch": "off", "e8_adapter": False,
                           "leech_loss_weight": 0.0}, ("geometry", "lattice")),
     "weight telemetry": ({"telemetry_every": 0}, ("telemetry",)),
+    "per-document TTT": ({"ttt_mode": "off"}, ("ttt",)),
+    "n-gram mixing": ({"ngram_order": 0}, ("ngrammix",)),
 }
 # field -> (off value, feature) for the features this file was generated without; the bundler fills
 # it in a record file, and validate() refuses to switch them on

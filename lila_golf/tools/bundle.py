@@ -31,7 +31,7 @@ REPO_ROOT = CORE_DIR.parents[1]
 SECTIONS = [
     ("hyperparameters", ["config"]),
     ("optimiser", ["optim"]),
-    ("evaluation", ["evaluate", "scoring", "ngram", "ttt"]),
+    ("evaluation", ["evaluate", "scoring", "ngram", "ngrammix", "ttt", "final_eval"]),
     ("quantisation and artifact", ["codec", "quant", "artifact", "checkpoint"]),
     ("data", ["data"]),
     ("model", ["lattice", "geometry", "telemetry", "model"]),
