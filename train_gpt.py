@@ -1368,34 +1368,40 @@ class DocTTT:
         x = torch.zeros(len(docs), width, dtype=torch.long, device=self.device)  # right padding: causal
         for r, (start, s, _, j1) in enumerate(wins):
             x[r, :j1 - 1 - s] = tokens[start + s:start + j1 - 1]
-        train = [self.lr > 0 and c + 1 < -(-n // self.chunk) for _, n, c in docs]
+        # every scored target of the batch: its row, its column in the window, its stream position
+        row = np.concatenate([np.full(j1 - j0, r) for r, (_, _, j0, j1) in enumerate(wins)])
+        col = np.concatenate([np.arange(j0 - 1 - s, j1 - 1 - s) for _, s, j0, j1 in wins])
+        pos = np.concatenate([np.arange(start + j0, start + j1) for start, _, j0, j1 in wins])
+        train = np.array([self.lr > 0 and c + 1 < -(-n // self.chunk) for _, n, c in docs])
         idx = torch.as_tensor(rows, device=self.device)
-        params = [p[idx].requires_grad_(any(train)) for p in A + B]
+        params = [p[idx].requires_grad_(bool(train.any())) for p in A + B]
         self.current = list(zip(params[:len(A)], params[len(A):]))
         with torch.enable_grad():
-            logits = self._forward(x)
-            loss, scored = 0.0, 0
-            for r, (start, s, j0, j1) in enumerate(wins):
-                rl = logits[r, j0 - 1 - s:j1 - 1 - s].float()  # (n, V) at the chunk's targets
-                y = tokens[start + j0:start + j1]
-                lsm = rl.detach().double().log_softmax(-1)
-                i0, i1 = start + j0 - 1 - base, start + j1 - 1 - base
-                cut = max(0, -i0)  # a streaming caller may have recorded the first targets already
-                logp[i0 + cut:i1] = lsm.gather(1, y[:, None])[cut:, 0].cpu().numpy()
-                entropy[i0 + cut:i1] = (-(lsm[cut:].exp() * lsm[cut:]).sum(-1)).cpu().numpy()
-                for t in (dists.keys() & range(start + j0, start + j1)) if dists is not None else ():
-                    dists[t] = lsm[t - start - j0].exp().cpu().numpy()
-                scored += j1 - j0
-                if train[r]:  # the scores above are fixed: only now may this chunk move the adapters
-                    loss = loss + F.cross_entropy(rl, y)
-            self.current = None
-            if any(train):
-                grads = torch.autograd.grad(loss, params)
-        if any(train):
-            self._doc_adam(params, grads, adam, steps, idx, torch.as_tensor(train, device=self.device))
+            logits = self._forward(x)[torch.from_numpy(row).to(self.device), torch.from_numpy(col).to(self.device)]
+            logits = logits.float()  # (M, V) at the batch's scored targets
+            y = tokens[torch.from_numpy(pos).to(self.device)]
+            self._doc_record(logits.detach(), y, pos, base, logp, entropy, dists)
+            if train.any():  # the scores above are fixed: only now may each chunk move its adapters
+                nll = F.cross_entropy(logits, y, reduction="none")
+                weight = torch.from_numpy(train[row] / np.bincount(row)[row]).to(nll)  # mean per document
+                grads = torch.autograd.grad((nll * weight).sum(), params)
+        self.current = None
+        if train.any():
+            self._doc_adam(params, grads, adam, steps, idx, torch.from_numpy(train).to(self.device))
             for p, q in zip(A + B, params):
                 p[idx] = q.detach()
-        return scored
+        return len(pos)
+
+    @staticmethod
+    def _doc_record(logits, y, pos, base: int, logp, entropy, dists) -> None:
+        """log p and entropy (nats) of each scored target into the arrays (index t - 1 - base; entries
+        before the arrays' start were recorded by an earlier call), full distributions into `dists`."""
+        lsm = logits.double().log_softmax(-1)
+        both = torch.stack([lsm.gather(1, y[:, None])[:, 0], -(lsm.exp() * lsm).sum(-1)]).cpu().numpy()
+        keep = pos - 1 - base >= 0
+        logp[pos[keep] - 1 - base], entropy[pos[keep] - 1 - base] = both[0, keep], both[1, keep]
+        for t in (dists.keys() & set(pos.tolist())) if dists is not None else ():
+            dists[t] = lsm[int(np.flatnonzero(pos == t)[0])].exp().cpu().numpy()
 
     @torch.no_grad()
     def _doc_adam(self, params, grads, adam, steps, idx, train, b1=0.9, b2=0.999, eps=1e-8) -> None:
@@ -1426,10 +1432,15 @@ class DocTTT:
             batch = wins[k:k + self.phase_batch]
             mine = batch[len(batch) * rank // world:len(batch) * (rank + 1) // world]
             grads = [torch.zeros_like(p) for p in params]
+            by_len = {}
             for i0, i1 in mine:
+                by_len.setdefault(i1 - i0, []).append(i0)
+            for length, starts in by_len.items():  # windows of equal length in one forward
+                x = torch.stack([tokens[i0:i0 + length] for i0 in starts])
+                y = torch.stack([tokens[i0 + 1:i0 + length + 1] for i0 in starts])
                 with torch.enable_grad():
-                    logits = self._forward(tokens[i0:i1][None]).float()[0]
-                    nll = F.cross_entropy(logits, tokens[i0 + 1:i1 + 1], reduction="sum")
+                    logits = self._forward(x).float()
+                    nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum")
                     for g, s in zip(grads, torch.autograd.grad(nll, params, allow_unused=True)):
                         if s is not None:
                             g += s
@@ -1539,16 +1550,20 @@ def ngram_phase(model_logp, model_entropy, tokens: np.ndarray, hp, device):
 
 
 def final_evaluation(model, val_tokens, byte_tables, hp, device, autocast, log, *, start_time: float | None = None,
-                     progress=None, val_bytes=None) -> dict:
+                     progress=None, target_byte_counts=None) -> dict:
     """Run the configured phases (module docstring); log one eval_phase line each and the
     final_submitted line. Returns {"phases": [phase dicts], "submitted": dict}.
-    progress: optional factory (total_targets, phase_name) -> callable(n_done_increment) (rank 0 bars)."""
+    progress: optional factory (total_targets, phase_name) -> callable(n_done_increment) (rank 0 bars).
+    target_byte_counts: bytes of each target (N-1,) where the data carries them (a byte sidecar);
+    otherwise they come from byte_tables by the challenge's rule."""
     start_time = time.perf_counter() if start_time is None else start_time
     tokens_np = np.asarray(val_tokens, dtype=np.int64)
     if tokens_np.ndim != 1 or len(tokens_np) < 2:
         raise ValueError(f"final_evaluation needs a 1-D stream of >= 2 val tokens, got shape {tokens_np.shape}")
-    # bytes of every target: given (a CaseOps byte sidecar), else by the challenge's rule
-    n_bytes = int(np.sum(val_bytes)) if val_bytes is not None else int(target_bytes(tokens_np[:-1], tokens_np[1:], byte_tables).sum())
+    if target_byte_counts is not None and len(target_byte_counts) != len(tokens_np) - 1:
+        raise ValueError(f"target_byte_counts has {len(target_byte_counts)} entries for {len(tokens_np) - 1} targets")
+    n_bytes = int(np.sum(target_byte_counts) if target_byte_counts is not None
+                  else target_bytes(tokens_np[:-1], tokens_np[1:], byte_tables).sum())
     tokens = torch.from_numpy(tokens_np).to(device)
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
     was_training = model.training
@@ -4702,7 +4717,7 @@ def export_and_roundtrip(trainer, hp, denv, device, autocast, val, log, run_dir,
     log(f"{tag} val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} tokens:{res['tokens']} bytes:{res['bytes']} eval_time:{eval_ms:.0f}ms data:{val['data']}")
     # the submitted score: every configured phase (sliding, TTT, n-gram), each logged with its time
     final_evaluation(fresh, val["tokens"], val["tables"], hp, device, autocast,
-                     lambda line: log(f"{line} data:{val['data']}"), start_time=t_decode, val_bytes=val["bytes"])
+                     lambda line: log(f"{line} data:{val['data']}"), start_time=t_decode, target_byte_counts=val["bytes"])
     log(f"bytes_code:{len(code_bytes)} bytes_model:{bytes_model} bytes_total:{bytes_total} limit:{ARTIFACT_LIMIT_BYTES}")
     if bytes_total > ARTIFACT_LIMIT_BYTES:
         log(f"artifact_valid:false over_limit_by:{bytes_total - ARTIFACT_LIMIT_BYTES}")

@@ -161,3 +161,14 @@ def test_two_gloo_processes_give_one_process_result_for_every_phase(tmp_path):
         # plain, sliding: the same windows; ttt: the same documents in other batches (float noise)
         assert abs(mine["val_loss"] - theirs["val_loss"]) < 1e-6, (mine, theirs)
     assert got["submitted"]["phases"] == ref["submitted"]["phases"]
+
+
+def test_bytes_from_a_sidecar_replace_the_tables():
+    tokens = val_stream()
+    counts = np.full(len(tokens) - 1, 3)
+    res = final_evaluation(tiny_model(), tokens, byte_tables(), eval_hp(eval_stride=0, ttt_mode="off", ngram_order=0),
+                           torch.device("cpu"), None, lambda line: None, target_byte_counts=counts)
+    assert res["submitted"]["bytes"] == 3 * (len(tokens) - 1)
+    with pytest.raises(ValueError, match="target_byte_counts"):
+        final_evaluation(tiny_model(), tokens, byte_tables(), eval_hp(), torch.device("cpu"), None, print,
+                         target_byte_counts=counts[:-1])

@@ -25,7 +25,7 @@ OPTIONAL_FEATURES: dict[str, tuple[dict[str, object], tuple[str, ...]]] = {
                           "leech_loss_weight": 0.0}, ("geometry", "lattice")),
     "weight telemetry": ({"telemetry_every": 0}, ("telemetry",)),
     "test-time training": ({"ttt_mode": "off"}, ("ttt",)),
-    "n-gram mixing": ({"ngram_order": 0}, ("ngram", "ngrammix")),
+    "n-gram mixing": ({"ngram_order": 0}, ("ngrammix",)),
     "document isolation": ({"doc_isolation": False}, ("docattn",)),
 }
 # field -> (off value, feature) for the features this file was generated without; the bundler fills

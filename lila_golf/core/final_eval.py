@@ -134,16 +134,20 @@ def ngram_phase(model_logp, model_entropy, tokens: np.ndarray, hp, device):
 
 
 def final_evaluation(model, val_tokens, byte_tables, hp, device, autocast, log, *, start_time: float | None = None,
-                     progress=None, val_bytes=None) -> dict:
+                     progress=None, target_byte_counts=None) -> dict:
     """Run the configured phases (module docstring); log one eval_phase line each and the
     final_submitted line. Returns {"phases": [phase dicts], "submitted": dict}.
-    progress: optional factory (total_targets, phase_name) -> callable(n_done_increment) (rank 0 bars)."""
+    progress: optional factory (total_targets, phase_name) -> callable(n_done_increment) (rank 0 bars).
+    target_byte_counts: bytes of each target (N-1,) where the data carries them (a byte sidecar);
+    otherwise they come from byte_tables by the challenge's rule."""
     start_time = time.perf_counter() if start_time is None else start_time
     tokens_np = np.asarray(val_tokens, dtype=np.int64)
     if tokens_np.ndim != 1 or len(tokens_np) < 2:
         raise ValueError(f"final_evaluation needs a 1-D stream of >= 2 val tokens, got shape {tokens_np.shape}")
-    # bytes of every target: given (a CaseOps byte sidecar), else by the challenge's rule
-    n_bytes = int(np.sum(val_bytes)) if val_bytes is not None else int(target_bytes(tokens_np[:-1], tokens_np[1:], byte_tables).sum())
+    if target_byte_counts is not None and len(target_byte_counts) != len(tokens_np) - 1:
+        raise ValueError(f"target_byte_counts has {len(target_byte_counts)} entries for {len(tokens_np) - 1} targets")
+    n_bytes = int(np.sum(target_byte_counts) if target_byte_counts is not None
+                  else target_bytes(tokens_np[:-1], tokens_np[1:], byte_tables).sum())
     tokens = torch.from_numpy(tokens_np).to(device)
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
     was_training = model.training

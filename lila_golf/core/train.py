@@ -362,7 +362,7 @@ def export_and_roundtrip(trainer, hp, denv, device, autocast, val, log, run_dir,
     log(f"{tag} val_loss:{res['val_loss']:.8f} val_bpb:{res['val_bpb']:.8f} tokens:{res['tokens']} bytes:{res['bytes']} eval_time:{eval_ms:.0f}ms data:{val['data']}")
     # the submitted score: every configured phase (sliding, TTT, n-gram), each logged with its time
     final_evaluation(fresh, val["tokens"], val["tables"], hp, device, autocast,
-                     lambda line: log(f"{line} data:{val['data']}"), start_time=t_decode, val_bytes=val["bytes"])
+                     lambda line: log(f"{line} data:{val['data']}"), start_time=t_decode, target_byte_counts=val["bytes"])
     log(f"bytes_code:{len(code_bytes)} bytes_model:{bytes_model} bytes_total:{bytes_total} limit:{ARTIFACT_LIMIT_BYTES}")
     if bytes_total > ARTIFACT_LIMIT_BYTES:
         log(f"artifact_valid:false over_limit_by:{bytes_total - ARTIFACT_LIMIT_BYTES}")

@@ -3,20 +3,26 @@
     python -m lila_golf eval runs/<id>                                  # all from the run's config.json
     python -m lila_golf eval runs/<id> --scorer model+ngram --stride 64 --max-tokens 1000000
     python -m lila_golf eval final_model.int8.zlib.lgz --data-path DIR_OR_SHARD_OR_GLOB --tokenizer T.model
+    torchrun --standalone --nproc_per_node=8 -m lila_golf eval runs/<id> --final --set EVAL_STRIDE=64   # tools/evalfinal.py
+    python -m lila_golf eval runs/<id> --plan --set TTT_MODE=doc --set NGRAM_ORDER=8                    # 8xH100 projection
 
 A run folder gives its artifact (the single final_model.*.lgz in it), data_path, tokenizer_path and
 train_seq_len from config.json; flags override them, and an artifact file reads the config.json beside
-it when there is one. The artifact is read by lila_golf.core.artifact.load_artifact (never unpickled; its
-tokenizer sha256 must match). Every target of the val tokens is scored once, in one left-to-right
+it when there is one. seq_len is --seq-len, else the artifact header's train_seq_len, else the run
+config's: never a default (the eval_config line says where it came from). --final and --plan are the
+final evaluation of train_gpt.py and its time projection (lila_golf/tools/evalfinal.py); the
+streaming scorers below run on one process. The artifact is read by lila_golf.core.artifact.load_artifact
+(never unpickled; its tokenizer sha256 must match). Every target of the val tokens is scored once, in one left-to-right
 pass of the scorer (lila_golf/core/scoring.py protocol), with exact bytes (data.build_byte_tables);
 --max-tokens N keeps the first N targets and says so. Prints
 
     val_loss:<nats/token> val_bpb:<bits/byte> tokens:<targets> bytes:<bytes> tokens_per_s:<targets/s> ...
 
 Scorers (--scorer): model (sliding windows of stride S; S = seq_len is the plain evaluation),
-model+ngram (MixtureScorer with the backoff n-gram), model+ttt (score-first LoRA TTT, lila_golf/core/ttt.py),
-model+ngram+ttt (the mixture over the TTT scorer), ngram (no model). Importing this module registers
-the model-based names with lila_golf.tools.audit, so `python -m lila_golf audit --scorer model+ttt
+model+ngram (the learned mixture with the per-token online n-gram, lila_golf/core/ngrammix.py), model+ttt
+(stream score-first LoRA TTT, lila_golf/core/ttt.py), model+doc_ttt and model+phased_ttt (the final
+evaluation's per-document TTT), model+ngram+<ttt> (the mixture over a TTT scorer), ngram (no model).
+Importing this module registers the model-based names with lila_golf.tools.audit, so `python -m lila_golf audit --scorer model+ttt
 --artifact A SHARD` audits them. Exit codes: 0 done, 2 bad input (clear message, no traceback).
 """
 from __future__ import annotations
@@ -202,21 +208,19 @@ for _eval_name in EVAL_SCORERS:
 
 
 class _EvalProgress:
-    """Scorer proxy printing progress lines to stderr about every 10% of the targets."""
+    """Scorer proxy driving a tqdm progress bar on stderr (disabled: a plain pass-through)."""
 
     def __init__(self, scorer, total: int, enabled: bool):
-        self.scorer, self.total, self.enabled = scorer, total, enabled
-        self.vocab_size, self.done, self.next_report = scorer.vocab_size, 0, total / 10
+        from tqdm import tqdm
+        self.scorer, self.vocab_size = scorer, scorer.vocab_size
+        self.bar = tqdm(total=total, unit="tok", unit_scale=True, desc="eval", disable=not enabled, file=sys.stderr)
 
     def begin(self, first_token: int) -> None:
         self.scorer.begin(first_token)
 
     def score_chunk(self, chunk, probe=()):
         out = self.scorer.score_chunk(chunk, probe)
-        self.done += len(chunk)
-        if self.enabled and (self.done >= self.next_report or self.done == self.total):
-            print(f"eval_progress:{self.done}/{self.total} targets", file=sys.stderr, flush=True)
-            self.next_report += self.total / 10
+        self.bar.update(len(chunk))
         return out
 
 
@@ -226,6 +230,7 @@ def evaluate_tokens(factory, tokens: np.ndarray, byte_tables, chunk_size: int, p
     scorer = _EvalProgress(factory(), len(tokens) - 1, progress)
     t0 = time.perf_counter()
     logp, _ = run_scorer(scorer, tokens, chunk_size)
+    scorer.bar.close()
     seconds = time.perf_counter() - t0
     if not isinstance(byte_tables, np.ndarray):  # per-target bytes given (CaseOps sidecar) or the byte rule
         byte_tables = target_bytes(tokens[:-1], tokens[1:], byte_tables)
@@ -334,7 +339,7 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     _eval_flag(p, "ttt-chunk", type=int, default=TTT_DEFAULTS["ttt_chunk"], help="tokens per TTT chunk")
     _eval_flag(p, "ttt-targets", default=TTT_DEFAULTS["ttt_targets"], help="comma-separated Linear names to adapt")
     _eval_flag(p, "device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    _eval_flag(p, "quiet", action="store_true", help="no progress lines on stderr")
+    _eval_flag(p, "quiet", action="store_true", help="no progress bar on stderr")
     _eval_flag(p, "final", action="store_true", help="run train_gpt.py's final evaluation (phases by --set; torchrun-ready)")
     _eval_flag(p, "set", action="append", metavar="KEY=VALUE",
                help="--final/--plan: a config field, e.g. EVAL_STRIDE=64, TTT_MODE=doc, NGRAM_ORDER=8 (repeatable)")
