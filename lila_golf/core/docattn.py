@@ -42,9 +42,10 @@ def doc_attention(q, k, v, docs, scale=None) -> torch.Tensor:
     B, T, H, hd = q.shape
     if docs[0] == "varlen":  # packed (B*T, heads, hd) in bf16 (the kernel takes GQA as is, not fp32)
         _, cu, max_len = docs
+        dtype = v.dtype
         q, k, v = (t.reshape(B * T, t.size(2), -1).to(torch.bfloat16).contiguous() for t in (q, k, v))
         out = _varlen_flash()(q, k, v, cu, cu, max_len, max_len, causal=True, softmax_scale=scale)
-        return (out[0] if isinstance(out, tuple) else out).reshape(B, T, H, -1)
+        return (out[0] if isinstance(out, tuple) else out).reshape(B, T, H, -1).to(dtype)
     y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=docs[1],
                                        scale=scale, enable_gqa=k.size(2) != H)
     return y.transpose(1, 2)
