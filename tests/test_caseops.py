@@ -276,3 +276,12 @@ def test_fetch_sp8192_from_a_community_repo(tmp_path, capsys, monkeypatch, share
     load_tokenizer(out / "tokenizers" / "fineweb_8192_bpe.model")  # exact under the byte rule
     rc = datacmd.main(["data", "fetch", "--variant", "sp4096", "--repo-id", "kevclark/parameter-golf", "--out", str(out)])
     assert rc == 1 and "fineweb10B_sp4096 is not in the manifest of kevclark/parameter-golf" in capsys.readouterr().err
+
+
+def test_stats_count_a_caseops_val_shard_from_its_sidecar(caseops_run, capsys):
+    _, data, path, _, _ = caseops_run
+    side = read_shard(data / "fineweb_val_bytes_000000.bin").astype(np.int64)
+    assert datacmd.main(["data", "stats", "--tokenizer", str(path), str(data / "fineweb_val_000000.bin")]) == 0
+    assert f"bytes:{int(side[1:].sum())}" in capsys.readouterr().out
+    assert datacmd.main(["data", "stats", "--tokenizer", str(path), str(data / "fineweb_train_000000.bin")]) == 1
+    assert "only val shards" in capsys.readouterr().err

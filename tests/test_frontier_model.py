@@ -295,3 +295,11 @@ def test_artifact_config_leaves_out_switches_that_are_off():
 def test_frontier_config_errors_name_the_variable(bad, message):
     with pytest.raises(ValueError, match=message):
         GPTConfig(**{**FRONTIER, **bad})
+
+
+def test_record_file_leaves_document_isolation_out():
+    """The record preset does not isolate documents, so its file holds no docattn code and refuses
+    the switch (the complete file keeps it)."""
+    from lila_golf.tools.bundle import build_bundle
+    assert "def doc_attention" not in build_bundle("record") and "def doc_attention" in build_bundle()
+    assert "'doc_isolation': (False, 'document isolation')" in build_bundle("record")

@@ -286,7 +286,10 @@ def load_val_bytes(pattern: str, num_tokens: int) -> np.ndarray:
     one uint16 per token, its share of the original text's UTF-8 bytes."""
     parts = []
     for path in shard_paths(pattern):
-        side = os.path.join(os.path.dirname(path), os.path.basename(path).replace("fineweb_val_", "fineweb_val_bytes_", 1))
+        name = os.path.basename(path)
+        side = os.path.join(os.path.dirname(path), name.replace("fineweb_val_", "fineweb_val_bytes_", 1))
+        if not name.startswith("fineweb_val_"):
+            raise ShardError(f"{path}: only val shards (fineweb_val_N.bin) have CaseOps byte sidecars")
         if not os.path.isfile(side):
             raise ShardError(f"{side}: missing (a CaseOps tokenizer is scored from the byte sidecars)")
         parts.append(read_shard(side))

@@ -40,11 +40,12 @@ def _varlen_flash():
 def doc_attention(q, k, v, docs, scale=None) -> torch.Tensor:
     """Causal attention that never crosses a document start. q: (B, T, H, hd); k, v: (B, T, K, hd)."""
     B, T, H, hd = q.shape
-    if docs[0] == "varlen":  # packed (B*T, heads, hd); the kernel takes GQA as is
+    if docs[0] == "varlen":  # packed (B*T, heads, hd) in bf16 (the kernel takes GQA as is, not fp32)
         _, cu, max_len = docs
-        out = _varlen_flash()(q.reshape(B * T, H, -1), k.reshape(B * T, k.size(2), -1), v.reshape(B * T, v.size(2), -1),
-                              cu, cu, max_len, max_len, causal=True, softmax_scale=scale)
-        return (out[0] if isinstance(out, tuple) else out).reshape(B, T, H, -1)
+        dtype = v.dtype
+        q, k, v = (t.reshape(B * T, t.size(2), -1).to(torch.bfloat16).contiguous() for t in (q, k, v))
+        out = _varlen_flash()(q, k, v, cu, cu, max_len, max_len, causal=True, softmax_scale=scale)
+        return (out[0] if isinstance(out, tuple) else out).reshape(B, T, H, -1).to(dtype)
     y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=docs[1],
                                        scale=scale, enable_gqa=k.size(2) != H)
     return y.transpose(1, 2)

@@ -22,7 +22,8 @@ import numpy as np
 import sentencepiece
 
 from ..core.data import (SPACE_PIECE, ShardError, TokenizerError, build_byte_tables, check_tokenizer_exact, is_caseops,
-                         load_tokenizer, read_shard, shard_file, target_bytes, tokenizer_sha256, write_shard)
+                         load_tokenizer, read_shard, shard_file, target_bytes, tokenizer_sha256, val_target_bytes,
+                         write_shard)
 from .caseopsdata import encode_caseops_docs
 from .datafetch import HF_REMOTE_ROOT, HF_REPO_ID, FetchError, fetch_challenge_data
 from .splitguard import SplitLeakError, ValGuard, check_split, text_hash
@@ -223,7 +224,7 @@ def shard_byte_stats(path, sp, tables=None) -> dict:
     """Targets (every token after the first), the bytes they stand for, and documents (BOS count)."""
     tables = tables or build_byte_tables(sp)
     tokens = read_shard(path, vocab_size=int(sp.vocab_size()))
-    n_bytes = int(target_bytes(tokens[:-1], tokens[1:], tables).sum()) if tokens.size > 1 else 0
+    n_bytes = int(val_target_bytes(tokens, tables, str(path)).sum()) if tokens.size > 1 else 0  # CaseOps: the sidecar
     targets = max(0, tokens.size - 1)
     return {"tokens": targets, "bytes": n_bytes, "docs": int((tokens == sp.bos_id()).sum()),
             "bytes_per_token": n_bytes / targets if targets else 0.0}
