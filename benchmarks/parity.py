@@ -13,7 +13,7 @@ group of jobs (a pair, or one alone run, with the untimed re-scoring after it) h
 A row is a name of ROWS or `LABEL=BASE+KEY=VAL+KEY=VAL` (env overrides on top of row BASE).
 `--regime steps --iterations N` is the untimed control: every run trains exactly N steps (the
 warmdown then counts steps, which is what the wall-clock rule gives at a constant step time), two
-at a time at a lower CPU priority (nice 5), without the lock: quality per step, free of the load.
+at a time (`--nice` to yield to timed work), without the lock: quality per step, free of the load.
 
 Scores: the official script scores ((N-1)//seq_len)*seq_len val targets (130,560 of the val head's
 131,071 at seq 512); our rows are re-scored on that same truncated set (`lila_golf eval
@@ -143,9 +143,9 @@ def prepare(job: dict, seconds: float, bundle: str) -> tuple[list[str], dict, Pa
     return [sys.executable, str(script)], env, log
 
 
-def launch_group(jobs: list[dict], regime: str, seconds: float, bundle: str) -> None:
+def launch_group(jobs: list[dict], regime: str, seconds: float, bundle: str, nice: int = 0) -> None:
     """Run the jobs at once (together: pinned, 1 thread each; alone: one job, 2 threads; steps:
-    untimed, 1 thread each at nice 5)."""
+    untimed, 1 thread each, at `nice`)."""
     procs = []
     for job in jobs:
         cmd, env, log = prepare(job, seconds, bundle)
@@ -153,7 +153,7 @@ def launch_group(jobs: list[dict], regime: str, seconds: float, bundle: str) -> 
         if regime == "together":
             cmd = ["taskset", "-c", str(job["core"])] + cmd
         elif regime == "steps":
-            cmd = ["nice", "-n", "5"] + cmd
+            cmd = ["nice", "-n", str(nice)] + cmd
         env = {**environment(), **env, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
         job.update(threads=int(threads), log=str(log), command=" ".join(cmd))
         out = open(Path(job["run_dir"]) / "stdout.txt", "w")
@@ -236,7 +236,7 @@ def run(args) -> int:
     for group in groups:
         with timed_lock() if args.regime != "steps" else contextlib.nullcontext():
             start, t0 = loadavg(), time.time()
-            launch_group(group, args.regime, args.seconds, bundle)
+            launch_group(group, args.regime, args.seconds, bundle, args.nice)
             end = loadavg()
             for job in group:
                 collect(job)
@@ -305,6 +305,7 @@ def main(argv=None) -> int:
     r = sub.add_parser("run")
     r.add_argument("--regime", choices=("together", "alone", "steps"), required=True)
     r.add_argument("--iterations", type=int, default=0, help="regime steps: train exactly N steps (untimed, no lock)")
+    r.add_argument("--nice", type=int, default=0, help="regime steps: CPU priority of the runs")
     r.add_argument("--rows", nargs="+", default=["official", "parity"])
     r.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
     r.add_argument("--seconds", type=float, default=600.0)
