@@ -13,7 +13,7 @@ group of jobs (a pair, or one alone run, with the untimed re-scoring after it) h
 A row is a name of ROWS or `LABEL=BASE+KEY=VAL+KEY=VAL` (env overrides on top of row BASE).
 `--regime steps --iterations N` is the untimed control: every run trains exactly N steps (the
 warmdown then counts steps, which is what the wall-clock rule gives at a constant step time), two
-at a time at a lower CPU priority (nice 5), without the lock: quality per step, free of the load.
+at a time (`--nice` to yield to timed work), without the lock: quality per step, free of the load.
 
 Scores: the official script scores ((N-1)//seq_len)*seq_len val targets (130,560 of the val head's
 131,071 at seq 512); our rows are re-scored on that same truncated set (`lila_golf eval
@@ -133,7 +133,9 @@ def prepare(job: dict, seconds: float, bundle: str) -> tuple[list[str], dict, Pa
     script = run_dir / "train_gpt.py"
     env = {"DATA_PATH": str(MINI), "TOKENIZER_PATH": str(TOKENIZER), "SEED": str(job["seed"]),
            "MAX_WALLCLOCK_SECONDS": str(seconds), "RUN_ID": "train", **job["env"]}
-    if job["script"] == "official":
+    if job["script"] == "official" and job.get("cuda"):  # the original runs as it is on a GPU
+        script.write_text((OFFICIAL / "train_gpt.py").read_text(encoding="utf-8"), encoding="utf-8")
+    elif job["script"] == "official":
         subprocess.run([sys.executable, str(OFFICIAL / "cpu_patch.py"), str(script)], check=True)
         log = run_dir / "logs" / "train.txt"
     else:
@@ -143,9 +145,9 @@ def prepare(job: dict, seconds: float, bundle: str) -> tuple[list[str], dict, Pa
     return [sys.executable, str(script)], env, log
 
 
-def launch_group(jobs: list[dict], regime: str, seconds: float, bundle: str) -> None:
+def launch_group(jobs: list[dict], regime: str, seconds: float, bundle: str, nice: int = 0) -> None:
     """Run the jobs at once (together: pinned, 1 thread each; alone: one job, 2 threads; steps:
-    untimed, 1 thread each at nice 5)."""
+    untimed, 1 thread each, at `nice`)."""
     procs = []
     for job in jobs:
         cmd, env, log = prepare(job, seconds, bundle)
@@ -153,7 +155,7 @@ def launch_group(jobs: list[dict], regime: str, seconds: float, bundle: str) -> 
         if regime == "together":
             cmd = ["taskset", "-c", str(job["core"])] + cmd
         elif regime == "steps":
-            cmd = ["nice", "-n", "5"] + cmd
+            cmd = ["nice", "-n", str(nice)] + cmd
         env = {**environment(), **env, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
         job.update(threads=int(threads), log=str(log), command=" ".join(cmd))
         out = open(Path(job["run_dir"]) / "stdout.txt", "w")
@@ -204,7 +206,7 @@ def seq_len_of(script: str, env: dict) -> int:
     return Hyperparameters.from_env({"PRESET": env.get("PRESET", "smoke")}).train_seq_len
 
 
-def plan(rows: list[str], seeds: list[int], regime: str, out: Path, tag: str) -> list[list[dict]]:
+def plan(rows: list[str], seeds: list[int], regime: str, out: Path, tag: str, parallel: int = 2) -> list[list[dict]]:
     """Jobs seed by seed (rows interleaved), grouped in pairs (together) or singly (alone)."""
     jobs, rows = [], [r for spec in rows for r in ROW_GROUPS.get(spec, [spec])]
     for seed in seeds:
@@ -212,7 +214,7 @@ def plan(rows: list[str], seeds: list[int], regime: str, out: Path, tag: str) ->
             label, script, env = parse_row(spec)
             jobs.append(dict(row=label, spec=spec, script=script, env=env, seed=seed, regime=regime, tag=tag,
                              seq_len=seq_len_of(script, env)))
-    size = 1 if regime == "alone" else 2
+    size = {"alone": 1, "together": 2}.get(regime, parallel)
     groups = [jobs[i:i + size] for i in range(0, len(jobs), size)]
     for g, group in enumerate(groups):
         for j, job in enumerate(group):  # a row may come twice in a seed (more reference runs)
@@ -224,29 +226,35 @@ def plan(rows: list[str], seeds: list[int], regime: str, out: Path, tag: str) ->
 def run(args) -> int:
     if (args.regime == "steps") != (args.iterations > 0):
         raise SystemExit("--regime steps goes with --iterations N (and only it)")
-    groups = plan(args.rows, args.seeds, args.regime, Path(args.out), args.tag)
+    groups = plan(args.rows, args.seeds, args.regime, Path(args.out), args.tag, args.parallel)
     bundle = build_file(None, False, False)
     if args.iterations:  # a fixed number of steps, no wall clock: the lr warmdown counts steps
-        for job in (j for g in groups for j in g):
-            job["env"] = {**job["env"], "ITERATIONS": str(args.iterations)}
-            job["regime"] = f"steps{args.iterations}"
+        cuda = args.cuda and __import__("torch").cuda.is_available()
+        for job in (j for g in groups for j in g):  # a row may set its own ITERATIONS
+            job["env"] = {"ITERATIONS": str(args.iterations), **job["env"]}
+            job.update(iterations=int(job["env"]["ITERATIONS"]), cuda=cuda,
+                       regime=("cuda_" if cuda else "") + f"steps{args.iterations}")
         args.seconds = 0.0
     results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)
     for group in groups:
         with timed_lock() if args.regime != "steps" else contextlib.nullcontext():
             start, t0 = loadavg(), time.time()
-            launch_group(group, args.regime, args.seconds, bundle)
+            launch_group(group, args.regime, args.seconds, bundle, args.nice)
             end = loadavg()
             for job in group:
-                collect(job)
+                try:
+                    collect(job)
+                except (RuntimeError, OSError, TypeError, ValueError) as exc:  # keep the group's other results
+                    job["error"] = str(exc)[-2000:]
+                    print(f"{job['row']} s{job['seed']}: FAILED {job['error']}", flush=True)
                 job.update(load_start=start, load_end=end, started=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t0)),
                            wall_s=round(time.time() - t0), seconds=args.seconds,
                            pair=[j["row"] for j in group if j is not job])
         with open(results, "a") as f:
             for job in group:
                 f.write(json.dumps(job) + "\n")
-        for job in group:
+        for job in (j for j in group if "error" not in j):
             print(f"{job['regime']} {job['row']} s{job['seed']} core:{job['core']} val_bpb_trunc:{job['val_bpb_trunc']:.4f} "
                   f"steps:{job['steps']} tok/s:{job['tokens_per_s']:.0f} load:{job['load_start']} -> {job['load_end']}", flush=True)
     return 0
@@ -261,7 +269,7 @@ def welch_p(a: list[float], b: list[float]) -> float | None:
 
 def report(args) -> int:
     lines = [json.loads(l) for l in Path(args.results).read_text().splitlines() if l.strip()]
-    jobs = [j for j in lines if j["tag"] in args.tag and (args.regime is None or j["regime"] == args.regime)]
+    jobs = [j for j in lines if j["tag"] in args.tag and "error" not in j and (args.regime is None or j["regime"] == args.regime)]
     for regime in sorted({j["regime"] for j in jobs}):
         rj = [j for j in jobs if j["regime"] == regime]
         print(f"\n#### {regime} (tag {' '.join(args.tag)})\n")
@@ -305,6 +313,13 @@ def main(argv=None) -> int:
     r = sub.add_parser("run")
     r.add_argument("--regime", choices=("together", "alone", "steps"), required=True)
     r.add_argument("--iterations", type=int, default=0, help="regime steps: train exactly N steps (untimed, no lock)")
+    r.add_argument("--nice", type=int, default=0, help="regime steps: CPU priority of the runs")
+    r.add_argument("--parallel", type=int, default=2, help="regime steps: runs at once")
+    r.add_argument("--cuda", action="store_true", help="regime steps on a GPU: the official script unpatched "
+                   "(bf16, torch.compile), ours with bf16 autocast; labelled cuda_stepsN")
+    r.add_argument("--data", help="dataset folder (default: ../shared/data/fineweb10B_sp1024_mini)")
+    r.add_argument("--tokenizer", help="tokenizer .model (default: ../shared/data/tokenizers/fineweb_1024_bpe.model)")
+    r.add_argument("--official", help="folder of the official script and cpu_patch.py (default: ../shared/reference/official_baseline)")
     r.add_argument("--rows", nargs="+", default=["official", "parity"])
     r.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
     r.add_argument("--seconds", type=float, default=600.0)
@@ -317,6 +332,10 @@ def main(argv=None) -> int:
     for sp in (r, q):
         sp.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "parity.jsonl"))
     args = p.parse_args(argv)
+    for name, value in (("MINI", getattr(args, "data", None)), ("TOKENIZER", getattr(args, "tokenizer", None)),
+                        ("OFFICIAL", getattr(args, "official", None))):
+        if value:
+            globals()[name] = Path(value).resolve()
     return run(args) if args.cmd == "run" else report(args)
 
 
