@@ -52,6 +52,7 @@ def parse(log: str) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default="record", help="the preset whose record file and shape are measured")
     p.add_argument("--seconds", type=float, default=60.0, help="training wall clock (GPTQ reserve included)")
     p.add_argument("--iterations", type=int, default=0, help="train this many steps instead, uncapped (CPU)")
     p.add_argument("--cpu-batch", action="store_true", help="8,192 tokens a step at seq 512 (CPU); the shape is unchanged")
@@ -60,7 +61,7 @@ def main() -> int:
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "record_export.json"))
     p.add_argument("--log-out", default=None, help="also copy the run's train.log here")
     args = p.parse_args()
-    env = {**os.environ, "PRESET": "record", "DATA_PATH": args.data, "TOKENIZER_PATH": args.tokenizer,
+    env = {**os.environ, "PRESET": args.preset, "DATA_PATH": args.data, "TOKENIZER_PATH": args.tokenizer,
            "MAX_WALLCLOCK_SECONDS": str(args.seconds), "VAL_LOSS_EVERY": "0", "TRAIN_LOG_EVERY": "10", "RUN_ID": "record_export"}
     if args.iterations:
         env.update(ITERATIONS=str(args.iterations), MAX_WALLCLOCK_SECONDS="0")
@@ -68,7 +69,7 @@ def main() -> int:
         env.update(TRAIN_BATCH_TOKENS="8192", TRAIN_SEQ_LEN="512", GRAD_ACCUM_TOTAL="1", COMPILE="0")
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "train_gpt.py"
-        script.write_text(build_file("record", packed=True, minified=True))
+        script.write_text(build_file(args.preset, packed=True, minified=True))
         env["OUT_DIR"] = str(Path(tmp) / "runs")
         t0 = time.time()
         proc = subprocess.run([sys.executable, str(script)], env=env, cwd=tmp, capture_output=True, text=True)
@@ -79,7 +80,7 @@ def main() -> int:
     if not log:
         print(proc.stderr[-3000:], file=sys.stderr)
         return 1
-    result = {"command": " ".join(["python"] + sys.argv), "exit_code": proc.returncode, "wall_s": round(time.time() - t0, 1),
+    result = {"preset": args.preset, "command": " ".join(["python"] + sys.argv), "exit_code": proc.returncode, "wall_s": round(time.time() - t0, 1),
               "seconds": args.seconds, "iterations": args.iterations, "cpu_batch": args.cpu_batch, "loadavg": open("/proc/loadavg").read().split()[:3],
               **parse(log)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -28,3 +28,13 @@ def test_collective_list_names_the_gptq_and_artifact_paths():
     found = collectives_in_bundle("record")
     assert "quantize_state_across_ranks:broadcast_bytes" in found and "share_artifact:broadcast_bytes" in found
     assert "Muon:all_reduce_" in found
+
+
+def test_the_measured_projection_matches_its_preset_parameter_count():
+    """benchmarks/results/record_export.json was measured on a preset's exact shape: if the preset
+    changes shape, the projection is stale and this fails (rerun benchmarks/record_export.py)."""
+    import json
+    from lila_golf.tools.preflight import PROJECTION, count_params
+    measured = json.loads(PROJECTION.read_text())
+    hp = Hyperparameters.from_env({"PRESET": measured["preset"]})
+    assert count_params(hp) == int(measured["model_params"])

@@ -84,7 +84,8 @@ def projected_model_bytes(params: int) -> tuple[int | None, str]:
     if not m.get("bytes_model") or not m.get("model_params"):
         return None, f"{PROJECTION.name} has no bytes_model"
     bits = 8 * m["bytes_model"] / m["model_params"]
-    return int(params * bits / 8), f"{bits:.3f} bits/param measured on {int(m['model_params']):,} params ({PROJECTION.name})"
+    return int(params * bits / 8), (f"{bits:.3f} bits/param measured on PRESET={m.get('preset', '?')} "
+                                    f"({int(m['model_params']):,} params, {PROJECTION.name})")
 
 
 def collectives_in_bundle(preset: str | None) -> list[str]:
