@@ -13,7 +13,7 @@ from lila_golf.tools.bundle import REPO_ROOT, SECTIONS, BundleError, build_bundl
 from reference.make_reference import REFERENCE, REFERENCE_RUNS, run_reference
 
 # budgets, stated in the README; raise one only with a reason written there
-COMPLETE_MAX_LINES, COMPLETE_MAX_BYTES = 5_000, 250_000
+COMPLETE_MAX_LINES, COMPLETE_MAX_BYTES = 5_500, 275_000
 RECORD_MAX_LINES, RECORD_MAX_BYTES, RECORD_MAX_PACKED = 4_000, 205_000, 46_000
 
 
