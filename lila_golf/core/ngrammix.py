@@ -57,15 +57,19 @@ def _ngram_sort(keys: np.ndarray) -> np.ndarray:
     return np.argsort(keys, kind="stable")
 
 
-def _ngram_runs(sorted_keys: np.ndarray):
-    """For keys in sorted order: (rank of each element within its run of equal keys, run index, run sizes)."""
+def _ngram_run_starts(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For keys in sorted order: (index where each run of equal keys starts, run sizes)."""
     n = len(sorted_keys)
     new = np.ones(n, dtype=bool)
     np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=new[1:])
     starts = np.flatnonzero(new)
-    sizes = np.diff(np.append(starts, n))
-    run = np.repeat(np.arange(len(starts)), sizes)
-    return np.arange(n) - np.repeat(starts, sizes), run, sizes
+    return starts, np.diff(np.append(starts, n))
+
+
+def _ngram_rank(sorted_keys: np.ndarray) -> np.ndarray:
+    """Rank of each element within its run of equal keys (0 for the first)."""
+    starts, sizes = _ngram_run_starts(sorted_keys)
+    return np.arange(len(sorted_keys)) - np.repeat(starts, sizes)
 
 
 def _ngram_interpolate(p, c_hx, c_h, u_h, discount: float, beta: float):
@@ -106,7 +110,7 @@ def _ngram_unigram_level(x, mine, p, out: NgramArrays, discount: float, beta: fl
     """Level 0 (empty context): counts over all earlier targets, for our targets."""
     targets = x[1:]
     order = _ngram_sort(targets)
-    rank, _, _ = _ngram_runs(targets[order])
+    rank = _ngram_rank(targets[order])
     c_hx = np.empty(len(targets)); c_hx[order] = rank
     first = c_hx == 0
     u_h = (np.cumsum(first) - first).astype(np.float64)  # distinct tokens among earlier targets
@@ -118,18 +122,18 @@ def _ngram_unigram_level(x, mine, p, out: NgramArrays, discount: float, beta: fl
 
 def _ngram_prune(positions, group):
     """Keep the contexts whose k-gram occurs at least twice (a single occurrence has no earlier one)."""
-    _, run, sizes = _ngram_runs(group)
-    keep = sizes[run] >= 2
+    _, sizes = _ngram_run_starts(group)
+    keep = np.repeat(sizes >= 2, sizes)
     return positions[keep], group[keep]
 
 
 def _ngram_level(x, positions, group, k: int, p, out: NgramArrays, vocab_size: int, discount: float, beta: float):
     """Level k: contexts q = positions (sorted by (k-gram group, q)), targets q + 1."""
-    c_h, _, _ = _ngram_runs(group)  # earlier occurrences of the same k-gram
+    c_h = _ngram_rank(group)  # earlier occurrences of the same k-gram
     starts = np.arange(len(group)) - c_h
     pair = group * vocab_size + x[positions + 1]
     order = _ngram_sort(pair)
-    pair_rank, _, _ = _ngram_runs(pair[order])
+    pair_rank = _ngram_rank(pair[order])
     c_hx = np.empty(len(positions), dtype=np.int64); c_hx[order] = pair_rank
     first = (c_hx == 0).astype(np.int64)
     before = np.cumsum(first) - first  # first occurrences of pairs before this element (all groups)
@@ -145,7 +149,8 @@ def _ngram_extend_left(x, positions, group, k: int, vocab_size: int):
     """(k+1)-gram groups from k-gram groups: split each group by the token k places before its end."""
     ok = positions >= k
     positions, group = positions[ok], group[ok]
-    _, run, _ = _ngram_runs(group)
+    _, sizes = _ngram_run_starts(group)
+    run = np.repeat(np.arange(len(sizes)), sizes)
     key = run * vocab_size + x[positions - k]
     order = _ngram_sort(key)
     return positions[order], key[order]
