@@ -46,8 +46,8 @@ class NgramArrays:
     """Per-target n-gram results, index t - 1 for target t."""
     logp: np.ndarray       # float64 (N-1,), log p_ngram(x_t | x_<t)
     order: np.ndarray      # int8 (N-1,), longest context seen before, as an n-gram order (0 = none)
-    ctx_count: np.ndarray  # float64 (N-1,), c(h) of that context
-    distinct: np.ndarray   # float64 (N-1,), u(h) of that context
+    ctx_count: np.ndarray  # float32 (N-1,), c(h) of that context (a feature: float32 is precise enough)
+    distinct: np.ndarray   # float32 (N-1,), u(h) of that context
 
 
 def _ngram_sort(keys: np.ndarray) -> np.ndarray:
@@ -88,7 +88,9 @@ def online_ngram(tokens, vocab_size: int, max_order: int = 8, discount: float = 
     if int(x.min()) < 0 or int(x.max()) >= vocab_size:
         raise ValueError(f"online_ngram: token id outside the vocabulary [0, {vocab_size})")
     mine = np.ones(n - 1, dtype=bool) if own_tokens is None else np.asarray(own_tokens, dtype=bool)[x[:-1]]
-    out = NgramArrays(np.zeros(n - 1), np.zeros(n - 1, dtype=np.int8), np.zeros(n - 1), np.zeros(n - 1))
+    x = x.astype(np.int32)  # keys are built in int64 from int64 group ids; the stream itself fits int32
+    out = NgramArrays(np.zeros(n - 1), np.zeros(n - 1, dtype=np.int8), np.zeros(n - 1, dtype=np.float32),
+                      np.zeros(n - 1, dtype=np.float32))
     p = np.full(n - 1, 1.0 / vocab_size)
     _ngram_unigram_level(x, mine, p, out, discount, beta)
     positions = np.flatnonzero(mine)  # contexts q = t - 1 of our targets: level 1 groups them by x_q
@@ -182,7 +184,7 @@ def mixer_features(entropy, ng: NgramArrays, i0: int, i1: int, max_order: int) -
     """(i1 - i0, max_order + 5) prefix-only features of targets i0 .. i1 - 1: 1, model entropy / 4
     (nats), one-hot n-gram order 0..max_order, log(1 + c(h)) / 5, u(h) / (c(h) + u(h))."""
     n = i1 - i0
-    c, u = ng.ctx_count[i0:i1], ng.distinct[i0:i1]
+    c, u = ng.ctx_count[i0:i1].astype(np.float64), ng.distinct[i0:i1].astype(np.float64)
     f = np.zeros((n, max_order + 5))
     f[:, 0] = 1.0
     f[:, 1] = np.asarray(entropy[i0:i1], dtype=np.float64) / 4.0
@@ -217,7 +219,7 @@ def learned_mixture(model_logp, model_entropy, ng: NgramArrays, cfg: MixerConfig
     for step, (i0, i1) in enumerate(zip(bounds[:-1], bounds[1:]), start=1):
         h = np.asarray(model_entropy[i0:i1], dtype=np.float64) / 4.0
         order = np.minimum(ng.order[i0:i1].astype(np.int64), K)
-        c, u = ng.ctx_count[i0:i1], ng.distinct[i0:i1]
+        c, u = ng.ctx_count[i0:i1].astype(np.float64), ng.distinct[i0:i1].astype(np.float64)
         log_c, ratio = np.log1p(c) / 5.0, u / np.maximum(c + u, 1.0)
         z = w[0] + w[1] * h + w[2 + order] + w[K + 3] * log_c + w[K + 4] * ratio
         lp_model, lp_ngram = model_logp[i0:i1], ng.logp[i0:i1]
