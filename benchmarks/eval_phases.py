@@ -9,7 +9,8 @@ For each seed's artifact (records/track_cpu_10min/<record>/final_model_seed<S>.i
 lila_golf.core.final_eval one by one: plain, sliding (EVAL_STRIDE), the n-gram mixed over sliding,
 TTT (TTT_MODE), the n-gram mixed over TTT; then final_evaluation itself with all of them on, whose
 final_submitted line must equal the last phase. Appends one JSON line per phase to
-benchmarks/results/eval_phases.jsonl (val_loss, val_bpb, seconds, tokens/s, 1-minute load average).
+benchmarks/results/eval_phases.jsonl (val_loss, val_bpb, wall seconds and tokens/s, CPU seconds and
+tokens per CPU second (what a free core would take: the machine is shared), 1-minute load average).
 """
 import argparse
 import json
@@ -35,9 +36,10 @@ DEFAULT_SETS = ["EVAL_STRIDE=64", "TTT_MODE=doc", "NGRAM_ORDER=8"]
 
 
 def timed(fn):
-    t0 = time.perf_counter()
+    """(fn(), wall seconds, CPU seconds of this process)."""
+    t0, c0 = time.perf_counter(), time.process_time()
     out = fn()
-    return out, time.perf_counter() - t0
+    return out, (time.perf_counter() - t0, time.process_time() - c0)
 
 
 def run_seed(seed: int, args, tokens, tables, n_bytes: int) -> list[dict]:
@@ -47,10 +49,12 @@ def run_seed(seed: int, args, tokens, tables, n_bytes: int) -> list[dict]:
     batch = max(1, hp.val_batch_tokens // hp.train_seq_len)
     rows = []
 
-    def record(name, logp, seconds, **extra):
+    def record(name, logp, clocks, **extra):
+        seconds, cpu = clocks
         res = phase_result(name, logp, n_bytes, seconds, **extra)
-        res.update(seed=seed, tag=args.tag, tokens_per_s=res["targets"] / seconds, loadavg_1min=os.getloadavg()[0],
-                   config=" ".join(DEFAULT_SETS + (args.set or [])))
+        res.update(seed=seed, tag=args.tag, tokens_per_s=res["targets"] / seconds, cpu_s=cpu,
+                   tokens_per_cpu_s=res["targets"] / cpu, threads=torch.get_num_threads(),
+                   loadavg_1min=os.getloadavg()[0], config=" ".join(DEFAULT_SETS + (args.set or [])))
         print(json.dumps(res), flush=True)
         rows.append(res)
 

@@ -377,6 +377,8 @@ def add_audit_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--scorer", default="ngram", help=f"registered name ({', '.join(sorted(SCORER_BUILDERS))}) or module:factory")
     p.add_argument("--artifact", default=None, help="model artifact, for model-based scorers")
     p.add_argument("--tokenizer", default=None, help="SentencePiece model: adds val_bpb with exact bytes")
+    p.add_argument("--seq-len", type=int, default=None,
+                   help="model scorers: window length, when neither the artifact header nor a run config has it")
     p.add_argument("--max-tokens", type=int, default=65536, help="audit the first N tokens of the shard (0 = all)")
     p.add_argument("--vocab-size", type=int, default=1024)
     p.add_argument("--ngram-order", type=int, default=10, help="max n-gram order for the ngram scorers")
