@@ -1028,8 +1028,8 @@ class NgramArrays:
     """Per-target n-gram results, index t - 1 for target t."""
     logp: np.ndarray       # float64 (N-1,), log p_ngram(x_t | x_<t)
     order: np.ndarray      # int8 (N-1,), longest context seen before, as an n-gram order (0 = none)
-    ctx_count: np.ndarray  # float64 (N-1,), c(h) of that context
-    distinct: np.ndarray   # float64 (N-1,), u(h) of that context
+    ctx_count: np.ndarray  # float32 (N-1,), c(h) of that context (a feature: float32 is precise enough)
+    distinct: np.ndarray   # float32 (N-1,), u(h) of that context
 
 
 def _ngram_sort(keys: np.ndarray) -> np.ndarray:
@@ -1039,15 +1039,19 @@ def _ngram_sort(keys: np.ndarray) -> np.ndarray:
     return np.argsort(keys, kind="stable")
 
 
-def _ngram_runs(sorted_keys: np.ndarray):
-    """For keys in sorted order: (rank of each element within its run of equal keys, run index, run sizes)."""
+def _ngram_run_starts(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For keys in sorted order: (index where each run of equal keys starts, run sizes)."""
     n = len(sorted_keys)
     new = np.ones(n, dtype=bool)
     np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=new[1:])
     starts = np.flatnonzero(new)
-    sizes = np.diff(np.append(starts, n))
-    run = np.repeat(np.arange(len(starts)), sizes)
-    return np.arange(n) - np.repeat(starts, sizes), run, sizes
+    return starts, np.diff(np.append(starts, n))
+
+
+def _ngram_rank(sorted_keys: np.ndarray) -> np.ndarray:
+    """Rank of each element within its run of equal keys (0 for the first)."""
+    starts, sizes = _ngram_run_starts(sorted_keys)
+    return np.arange(len(sorted_keys)) - np.repeat(starts, sizes)
 
 
 def _ngram_interpolate(p, c_hx, c_h, u_h, discount: float, beta: float):
@@ -1066,7 +1070,9 @@ def online_ngram(tokens, vocab_size: int, max_order: int = 8, discount: float = 
     if int(x.min()) < 0 or int(x.max()) >= vocab_size:
         raise ValueError(f"online_ngram: token id outside the vocabulary [0, {vocab_size})")
     mine = np.ones(n - 1, dtype=bool) if own_tokens is None else np.asarray(own_tokens, dtype=bool)[x[:-1]]
-    out = NgramArrays(np.zeros(n - 1), np.zeros(n - 1, dtype=np.int8), np.zeros(n - 1), np.zeros(n - 1))
+    x = x.astype(np.int32)  # keys are built in int64 from int64 group ids; the stream itself fits int32
+    out = NgramArrays(np.zeros(n - 1), np.zeros(n - 1, dtype=np.int8), np.zeros(n - 1, dtype=np.float32),
+                      np.zeros(n - 1, dtype=np.float32))
     p = np.full(n - 1, 1.0 / vocab_size)
     _ngram_unigram_level(x, mine, p, out, discount, beta)
     positions = np.flatnonzero(mine)  # contexts q = t - 1 of our targets: level 1 groups them by x_q
@@ -1088,7 +1094,7 @@ def _ngram_unigram_level(x, mine, p, out: NgramArrays, discount: float, beta: fl
     """Level 0 (empty context): counts over all earlier targets, for our targets."""
     targets = x[1:]
     order = _ngram_sort(targets)
-    rank, _, _ = _ngram_runs(targets[order])
+    rank = _ngram_rank(targets[order])
     c_hx = np.empty(len(targets)); c_hx[order] = rank
     first = c_hx == 0
     u_h = (np.cumsum(first) - first).astype(np.float64)  # distinct tokens among earlier targets
@@ -1100,18 +1106,18 @@ def _ngram_unigram_level(x, mine, p, out: NgramArrays, discount: float, beta: fl
 
 def _ngram_prune(positions, group):
     """Keep the contexts whose k-gram occurs at least twice (a single occurrence has no earlier one)."""
-    _, run, sizes = _ngram_runs(group)
-    keep = sizes[run] >= 2
+    _, sizes = _ngram_run_starts(group)
+    keep = np.repeat(sizes >= 2, sizes)
     return positions[keep], group[keep]
 
 
 def _ngram_level(x, positions, group, k: int, p, out: NgramArrays, vocab_size: int, discount: float, beta: float):
     """Level k: contexts q = positions (sorted by (k-gram group, q)), targets q + 1."""
-    c_h, _, _ = _ngram_runs(group)  # earlier occurrences of the same k-gram
+    c_h = _ngram_rank(group)  # earlier occurrences of the same k-gram
     starts = np.arange(len(group)) - c_h
     pair = group * vocab_size + x[positions + 1]
     order = _ngram_sort(pair)
-    pair_rank, _, _ = _ngram_runs(pair[order])
+    pair_rank = _ngram_rank(pair[order])
     c_hx = np.empty(len(positions), dtype=np.int64); c_hx[order] = pair_rank
     first = (c_hx == 0).astype(np.int64)
     before = np.cumsum(first) - first  # first occurrences of pairs before this element (all groups)
@@ -1127,7 +1133,8 @@ def _ngram_extend_left(x, positions, group, k: int, vocab_size: int):
     """(k+1)-gram groups from k-gram groups: split each group by the token k places before its end."""
     ok = positions >= k
     positions, group = positions[ok], group[ok]
-    _, run, _ = _ngram_runs(group)
+    _, sizes = _ngram_run_starts(group)
+    run = np.repeat(np.arange(len(sizes)), sizes)
     key = run * vocab_size + x[positions - k]
     order = _ngram_sort(key)
     return positions[order], key[order]
@@ -1179,7 +1186,7 @@ def learned_mixture(model_logp, model_entropy, ng: NgramArrays, cfg: MixerConfig
     for step, (i0, i1) in enumerate(zip(bounds[:-1], bounds[1:]), start=1):
         h = np.asarray(model_entropy[i0:i1], dtype=np.float64) / 4.0
         order = np.minimum(ng.order[i0:i1].astype(np.int64), K)
-        c, u = ng.ctx_count[i0:i1], ng.distinct[i0:i1]
+        c, u = ng.ctx_count[i0:i1].astype(np.float64), ng.distinct[i0:i1].astype(np.float64)
         log_c, ratio = np.log1p(c) / 5.0, u / np.maximum(c + u, 1.0)
         z = w[0] + w[1] * h + w[2 + order] + w[K + 3] * log_c + w[K + 4] * ratio
         lp_model, lp_ngram = model_logp[i0:i1], ng.logp[i0:i1]
@@ -4612,8 +4619,9 @@ def compile_warmup(trainer: Trainer, steps: int) -> None:
     model_state = copy.deepcopy(trainer.model.state_dict())
     opt_states = [copy.deepcopy(o.state_dict()) for o in trainer.optimizers]
     loader_state, looping_state = trainer.loader.state_dict(), trainer.looping
-    for step in range(steps):
-        trainer.step(step, 0.0)
+    hp = trainer.hp
+    for step in range(steps):  # at the first graph: the schedule (loop switch, lengths) does not move here
+        trainer.step(step, 0.0, seq_len_at(0.0, hp.seq_len_start, hp.train_seq_len, hp.seq_len_warmup_frac))
     for looping, seq_len in warmup_variants(trainer.hp):  # every other graph the run will use
         trainer.model.set_looping(looping)
         for step in range(2):

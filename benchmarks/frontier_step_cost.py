@@ -45,30 +45,57 @@ VARIANTS: dict[str, dict[str, str]] = {
     "row_normalize": {"MUON_ROW_NORMALIZE": "1"},
 }
 VARIANTS["all"] = {k: v for env in VARIANTS.values() for k, v in env.items()}
+# --shape record: the record preset with its switches off (plain) or one on at its own setting
+RECORD_OFF = {"ATTN_GATE_WIDTH": "0", "SKIP_GATES": "0", "SMEAR_BOS_MASK": "0", "PARALLEL_START": "0", "NUM_LOOPS": "0",
+              "LOOP_ENABLE_AT": "0", "MUON_NS": "quintic", "MUON_ROW_NORMALIZE": "0"}
+RECORD_SETTINGS = {"lanes": {"PARALLEL_START": "8"}, "loop": {"NUM_LOOPS": "2", "LOOP_START": "3", "LOOP_END": "5"}}
+
+
+SHAPE, DEVICE = "cpu_track", torch.device("cpu")
+
+
+def variant_env(variant: str) -> dict:
+    if SHAPE == "cpu_track":
+        return {"PRESET": "cpu_track", **ROWS["stack"], **VARIANTS[variant]}
+    on = {**VARIANTS[variant], **RECORD_SETTINGS.get(variant, {})}
+    if variant == "all":
+        on.update({k: v for s in RECORD_SETTINGS.values() for k, v in s.items()})
+    return {"PRESET": "record", **RECORD_OFF, **on}
 
 
 def build(variant: str, seed: int = 1):
-    hp = Hyperparameters.from_env({"PRESET": "cpu_track", **ROWS["stack"], **VARIANTS[variant]})
-    cpu = torch.device("cpu")
+    hp = Hyperparameters.from_env(variant_env(variant))
     torch.manual_seed(seed)
-    model = build_model(hp, cpu)
-    return model, build_optimizers(model, **optimizer_kwargs(hp, cpu)), hp
+    model = build_model(hp, DEVICE)
+    return model, build_optimizers(model, **optimizer_kwargs(hp, DEVICE)), hp
 
 
 def real_batch(hp) -> tuple[torch.Tensor, torch.Tensor]:
-    """One batch of the stack's shape (32 x 256) from the mini train shard (real BOS positions)."""
+    """One batch: the stack's 32 x 256 from the mini train shard (real BOS positions); for the
+    record shape one rank's micro-batch (TRAIN_BATCH_TOKENS / 8) of random ids, a BOS every 1,024."""
     n = hp.train_batch_tokens // hp.train_seq_len
-    tokens = torch.from_numpy(read_shard(MINI / "fineweb_train_000000.bin")[:n * hp.train_seq_len + 1].astype("int64"))
-    return tokens[:-1].view(n, -1), tokens[1:].view(n, -1)
+    if SHAPE == "record":
+        tokens = torch.randint(2, hp.vocab_size, (n // 8 * hp.train_seq_len + 1,), generator=torch.Generator().manual_seed(0))
+        tokens[::1024] = hp.bos_id
+        n //= 8
+    else:
+        tokens = torch.from_numpy(read_shard(MINI / "fineweb_train_000000.bin")[:n * hp.train_seq_len + 1].astype("int64"))
+    return tokens[:-1].view(n, -1).to(DEVICE), tokens[1:].view(n, -1).to(DEVICE)
 
 
 def train_steps(forward, model, opts, x, y, steps: int) -> float:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
     t0 = time.perf_counter()
     for _ in range(steps):
-        forward(x, y).backward()
+        with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=DEVICE.type == "cuda"):
+            loss = forward(x, y)
+        loss.backward()
         for opt in opts:
             opt.step()
             opt.zero_grad(set_to_none=True)
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
     return 1000 * (time.perf_counter() - t0) / max(steps, 1)
 
 
@@ -104,10 +131,16 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=3, help="optimiser steps a variant per round")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--recompile", action="store_true", help="measure the compiled loop switch instead")
+    p.add_argument("--shape", choices=("cpu_track", "record"), default="cpu_track",
+                   help="record: the record preset, switches off vs one on, one rank's micro-batch")
+    p.add_argument("--device", default="cpu")
     p.add_argument("--results", default=str(Path(__file__).resolve().parent / "results" / "frontier_step_cost.jsonl"))
     args = p.parse_args()
+    global SHAPE, DEVICE
+    SHAPE, DEVICE = args.shape, torch.device(args.device)
     load_before = os.getloadavg()
-    record = {"threads": torch.get_num_threads(), "load_before": load_before, "command": " ".join(sys.argv)}
+    record = {"threads": torch.get_num_threads(), "load_before": load_before, "command": " ".join(sys.argv),
+              "shape": SHAPE, "device": torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu"}
     if args.recompile:
         record["recompile"] = recompile_cost(max(args.steps, 3))
         for k, v in record["recompile"].items():

@@ -127,7 +127,7 @@ def test_doc_layout_mask_is_causal_within_documents():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="varlen flash attention needs CUDA")
 def test_varlen_flash_matches_the_block_mask():
-    from lila_golf.core.model import _varlen_flash
+    from lila_golf.core.docattn import _varlen_flash
     if _varlen_flash() is None:
         pytest.skip("flash-attn (FA3 flash_attn_interface or FA2 flash_attn) not installed")
     x = docs_batch().cuda()

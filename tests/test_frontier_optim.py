@@ -140,3 +140,23 @@ def test_a_run_cut_before_the_loop_exports_the_looping_model(tmp_path, mini_data
     final = re.search(r"final_float val_loss:(\S+)", log).group(1)
     roundtrip = re.search(r"final_int8_zlib_roundtrip val_loss:(\S+)", log).group(1)
     assert abs(float(final) - float(roundtrip)) < 0.05  # int8 rounding only, not another model
+
+
+def test_compile_warmup_visits_every_graph_and_leaves_the_schedule_alone(mini_data, sp1024_model):
+    """compile_warmup runs the first graph, then the looping one and every context length (so a
+    compiled run compiles them before the clock), and restores the loop-off start without logging."""
+    from lila_golf.core.config import DistEnv, Hyperparameters
+    from lila_golf.core.train import Trainer, build_model, compile_warmup, warmup_variants
+    env = {"PRESET": "test", "DATA_PATH": str(mini_data), "NUM_LOOPS": "1", "LOOP_START": "0", "LOOP_END": "0",
+           "LOOP_ENABLE_AT": "0.2", "ITERATIONS": "10", "SEQ_LEN_START": "32", "SEQ_LEN_WARMUP_FRAC": "0.5"}
+    hp = Hyperparameters.from_env(env)
+    assert warmup_variants(hp) == [(False, 64), (True, 32), (True, 64)]
+    lines, cpu = [], torch.device("cpu")
+    trainer = Trainer(hp, DistEnv(), cpu, None, build_model(hp, cpu), lines.append)
+    seen = []
+    forward = trainer.model.forward
+    trainer.model.forward = lambda x, *a: seen.append((len(trainer.model.schedule), x.size(1))) or forward(x, *a)
+    trainer.forward_model = trainer.model
+    compile_warmup(trainer, 3)
+    assert set(seen) == {(2, 32), (2, 64), (3, 32), (3, 64)}
+    assert not trainer.looping and trainer.model.schedule == [0, 1] and lines == []

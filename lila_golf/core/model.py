@@ -1,6 +1,9 @@
 """GPT for parameter golf: tied embeddings, RMSNorm, logit softcap, orthogonal init, and each record
 technique behind its own switch (GQA, partial RoPE, LeakyReLU(0.5)^2, U-Net skips, SmearGate,
-BigramHash, XSA, value residual, value embeddings, depth recurrence, LN scale).
+BigramHash, XSA, value residual, value embeddings, depth recurrence, LN scale) and the 1.06-class
+switches of issue 17 (sparse attention output gate, gated U-Net skips, SmearGate masked at BOS,
+document-isolated attention, two parallel residual lanes, a loop of layers switched on during
+training, separate softcaps for negative logits).
 
 Shapes: B batch, T time, D model_dim, H query heads, K kv heads, hd head_dim, V vocab.
 """

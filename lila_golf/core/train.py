@@ -253,8 +253,9 @@ def compile_warmup(trainer: Trainer, steps: int) -> None:
     model_state = copy.deepcopy(trainer.model.state_dict())
     opt_states = [copy.deepcopy(o.state_dict()) for o in trainer.optimizers]
     loader_state, looping_state = trainer.loader.state_dict(), trainer.looping
-    for step in range(steps):
-        trainer.step(step, 0.0)
+    hp = trainer.hp
+    for step in range(steps):  # at the first graph: the schedule (loop switch, lengths) does not move here
+        trainer.step(step, 0.0, seq_len_at(0.0, hp.seq_len_start, hp.train_seq_len, hp.seq_len_warmup_frac))
     for looping, seq_len in warmup_variants(trainer.hp):  # every other graph the run will use
         trainer.model.set_looping(looping)
         for step in range(2):
