@@ -13,24 +13,16 @@ the list of collectives in the bundled code.
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 import sys
 from pathlib import Path
 
 from ..core.config import ARTIFACT_LIMIT_BYTES, Hyperparameters, environment
 from .bundle import REPO_ROOT, build_bundle, build_file
+from .records.folder import sha256_file
 
 PROJECTION = REPO_ROOT / "benchmarks" / "results" / "record_export.json"
 COLLECTIVE_HELPERS = ("all_reduce_", "broadcast_", "broadcast_bytes", "barrier")
-
-
-def sha256_of(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_data(hp) -> list[tuple[str, str, str]]:
@@ -44,7 +36,7 @@ def check_data(hp) -> list[tuple[str, str, str]]:
             continue
         detail = f"{len(paths)} files in {hp.data_path}"
         if split == "val":
-            detail += " sha256 " + ",".join(sha256_of(p)[:16] for p in paths)
+            detail += " sha256 " + ",".join(sha256_file(p)[:16] for p in paths)
         rows.append(("PASS", f"{split}_shards", detail))
     return rows
 
@@ -54,7 +46,7 @@ def check_tokenizer_and_val(hp) -> list[tuple[str, str, str]]:
                              load_val_tokens, shard_file, target_bytes)
     if not Path(hp.tokenizer_path).is_file():
         return [("FAIL", "tokenizer", f"{hp.tokenizer_path} not found")]
-    rows = [("PASS", "tokenizer", f"{hp.tokenizer_path} sha256 {sha256_of(hp.tokenizer_path)[:16]}")]
+    rows = [("PASS", "tokenizer", f"{hp.tokenizer_path} sha256 {sha256_file(hp.tokenizer_path)[:16]}")]
     try:
         sp = load_tokenizer(hp.tokenizer_path)
         check_tokenizer_exact(sp, hp.tokenizer_path)
