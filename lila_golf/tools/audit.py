@@ -352,7 +352,7 @@ def run_audit_command(args) -> int:
         factory = resolve_scorer(args.scorer, args)
         print(f"audit_seed:{seed} (reproduce with --seed {seed})", flush=True)
         results = run_audit(factory, tokens, n_probe=args.n_probe, n_chunks=args.n_chunks, n_check=args.n_check,
-                            chunk_size=args.chunk_size, seed=seed)
+                            chunk_size=args.chunk_size, seed=seed, tol=args.tol)
     except ValueError as err:
         print(f"audit error: {err}", file=sys.stderr)
         return 2
@@ -388,6 +388,8 @@ def add_audit_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--n-chunks", type=int, default=1, help="whole chunks probed per probed pass (C2)")
     p.add_argument("--n-check", type=int, default=32, help="positions rerun with x_t and later tokens replaced (C1, C3)")
     p.add_argument("--seed", type=int, default=None, help="reproduce an audit (default: random, printed)")
+    p.add_argument("--tol", type=float, default=1e-6,
+                   help="largest score change read as float noise (C1, C3, C4); float32 TTT moves ~1e-6, use 1e-5")
     p.set_defaults(func=run_audit_command)
     return p
 
