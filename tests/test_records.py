@@ -570,3 +570,11 @@ def test_malformed_or_huge_logs_are_clear_failures(record, capsys):
         f.truncate(65 << 20)  # sparse: 65 MiB of nothing, refused by size before it is read
     rc, out = verify(capsys, record)
     assert rc == 1 and "too large for a training log" in out
+
+
+def test_compare_refuses_a_log_symlinked_from_outside(seed_runs, tmp_path, capsys):
+    run = Path(shutil.copytree(seed_runs[0], tmp_path / "run"))
+    outside = Path(shutil.copy(run / "train.log", tmp_path / "elsewhere.log"))
+    (run / "train.log").unlink()
+    (run / "train.log").symlink_to(outside)
+    assert main(["compare", str(run)]) == 2 and "outside" in capsys.readouterr().err

@@ -227,6 +227,10 @@ def record_logs(folder: Path) -> list[Path]:
     """Training logs of a run or record folder: train.log / train_seed*.log / *.log, logs/*.{log,txt}."""
     logs = sorted(p for p in folder.glob("*.log") if p.is_file())
     logs += sorted(p for p in folder.glob("logs/*") if p.suffix in (".log", ".txt") and p.is_file())
+    root = Path(folder).resolve()
+    for p in logs:  # a symlink leaving the folder would make us read (and report) another file
+        if not p.resolve().is_relative_to(root):
+            raise RecordError(f"{p}: a symlink to {p.resolve()}, outside {folder}: refused")
     return logs
 
 
