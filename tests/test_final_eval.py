@@ -158,8 +158,10 @@ def test_two_gloo_processes_give_one_process_result_for_every_phase(tmp_path):
     got = json.loads((tmp_path / "res.json").read_text())
     for mine, theirs in zip(ref["phases"], got["phases"]):
         assert mine["name"] == theirs["name"] and mine["targets"] == theirs["targets"] and mine["bytes"] == theirs["bytes"]
-        # plain, sliding: the same windows; ttt: the same documents in other batches (float noise)
-        assert abs(mine["val_loss"] - theirs["val_loss"]) < 1e-6, (mine, theirs)
+        if mine["name"] in ("plain", "sliding"):  # the same windows: bit for bit
+            assert mine["val_loss"] == theirs["val_loss"], (mine, theirs)
+        else:  # the same documents in other batches (padding changes float32 rounding): ~4e-8 measured
+            assert abs(mine["val_loss"] - theirs["val_loss"]) < 1e-6, (mine, theirs)
     assert got["submitted"]["phases"] == ref["submitted"]["phases"]
 
 

@@ -93,7 +93,7 @@ def online_ngram(tokens, vocab_size: int, max_order: int = 8, discount: float = 
                       np.zeros(n - 1, dtype=np.float32))
     p = np.full(n - 1, 1.0 / vocab_size)
     _ngram_unigram_level(x, mine, p, out, discount, beta)
-    positions = np.flatnonzero(mine)  # contexts q = t - 1 of our targets: level 1 groups them by x_q
+    positions = np.flatnonzero(mine).astype(np.int32)  # contexts q = t - 1 of our targets: level 1 groups them by x_q
     order = _ngram_sort(x[positions])
     group = x[positions][order]
     positions = positions[order]
@@ -109,17 +109,19 @@ def online_ngram(tokens, vocab_size: int, max_order: int = 8, discount: float = 
 
 
 def _ngram_unigram_level(x, mine, p, out: NgramArrays, discount: float, beta: float) -> None:
-    """Level 0 (empty context): counts over all earlier targets, for our targets."""
+    """Level 0 (empty context): counts over all earlier targets, for our targets (int32 while whole-stream)."""
     targets = x[1:]
     order = _ngram_sort(targets)
-    rank = _ngram_rank(targets[order])
-    c_hx = np.empty(len(targets)); c_hx[order] = rank
+    c_hx = np.empty(len(targets), dtype=np.int32)
+    c_hx[order] = _ngram_rank(targets[order])
+    del order
     first = c_hx == 0
-    u_h = (np.cumsum(first) - first).astype(np.float64)  # distinct tokens among earlier targets
-    c_h = np.arange(len(targets), dtype=np.float64)       # earlier targets
-    act = mine & (c_h > 0)
-    p[act] = _ngram_interpolate(p[act], c_hx[act], c_h[act], u_h[act], discount, beta)
-    out.order[act], out.ctx_count[act], out.distinct[act] = 1, c_h[act], u_h[act]
+    u_h = np.cumsum(first, dtype=np.int32) - first  # distinct tokens among earlier targets
+    act = np.flatnonzero(mine)
+    act = act[act > 0]  # target t = act + 1 has t - 1 = act earlier targets
+    c_h = act.astype(np.float64)
+    p[act] = _ngram_interpolate(p[act], c_hx[act].astype(np.float64), c_h, u_h[act].astype(np.float64), discount, beta)
+    out.order[act], out.ctx_count[act], out.distinct[act] = 1, c_h, u_h[act]
 
 
 def _ngram_prune(positions, group):
@@ -131,16 +133,16 @@ def _ngram_prune(positions, group):
 
 def _ngram_level(x, positions, group, k: int, p, out: NgramArrays, vocab_size: int, discount: float, beta: float):
     """Level k: contexts q = positions (sorted by (k-gram group, q)), targets q + 1."""
-    c_h = _ngram_rank(group)  # earlier occurrences of the same k-gram
-    starts = np.arange(len(group)) - c_h
-    pair = group * vocab_size + x[positions + 1]
+    c_h = _ngram_rank(group).astype(np.int32)  # earlier occurrences of the same k-gram
+    pair = group.astype(np.int64) * vocab_size + x[positions + 1]
     order = _ngram_sort(pair)
-    pair_rank = _ngram_rank(pair[order])
-    c_hx = np.empty(len(positions), dtype=np.int64); c_hx[order] = pair_rank
-    first = (c_hx == 0).astype(np.int64)
-    before = np.cumsum(first) - first  # first occurrences of pairs before this element (all groups)
-    u_h = before - before[starts]  # ... within this k-gram's group only
-    act = c_h >= 1
+    c_hx = np.empty(len(positions), dtype=np.int32)
+    c_hx[order] = _ngram_rank(pair[order])
+    del pair, order
+    first = c_hx == 0
+    before = np.cumsum(first, dtype=np.int32) - first  # first occurrences of pairs before this element
+    u_h = before - before[np.arange(len(group), dtype=np.int32) - c_h]  # ... within this k-gram's group
+    act = np.flatnonzero(c_h >= 1)
     t = positions[act]  # target index t - 1 = q
     ch, uh = c_h[act].astype(np.float64), u_h[act].astype(np.float64)
     p[t] = _ngram_interpolate(p[t], c_hx[act].astype(np.float64), ch, uh, discount, beta)

@@ -20,6 +20,7 @@ blocks, one per rank, for scoring (scores all-reduced so every rank returns the 
 for the adaptation loss (adapter gradients all-reduced before each step), so every rank holds the
 same adapters. Every rank must be handed the same stream.
 """
+import contextlib
 import copy
 import math
 
@@ -325,22 +326,28 @@ class DocTTT:
         with self.autocast():
             return self.model(x)
 
-    def score_documents(self, tokens: torch.Tensor, spans: np.ndarray, logp: np.ndarray, entropy: np.ndarray,
-                        progress=None) -> None:
-        """Score every target of `spans` (rows [start, end]) into logp / entropy at index t - 1, adapting
-        per document. tokens: the whole stream (1-D, on the model's device)."""
+    @contextlib.contextmanager
+    def adapting(self):
+        """Adapter hooks on and base weights without gradients (only the adapters learn); undone on exit."""
         hooks = [m.register_forward_hook(self._doc_hook(i)) for i, m in enumerate(self.layers)]
         frozen = [p.requires_grad for p in self.model.parameters()]
         for p in self.model.parameters():
-            p.requires_grad_(False)  # only the adapters get gradients
+            p.requires_grad_(False)
         try:
-            self._doc_slots(tokens, spans, logp, entropy, progress)
+            yield
         finally:
             self.current = None
             for h in hooks:
                 h.remove()
             for p, f in zip(self.model.parameters(), frozen):
                 p.requires_grad_(f)
+
+    def score_documents(self, tokens: torch.Tensor, spans: np.ndarray, logp: np.ndarray, entropy: np.ndarray,
+                        progress=None) -> None:
+        """Score every target of `spans` (rows [start, end]) into logp / entropy at index t - 1, adapting
+        per document. tokens: the whole stream (1-D, on the model's device)."""
+        with self.adapting():
+            self._doc_slots(tokens, spans, logp, entropy, progress)
 
     def _doc_slots(self, tokens, spans, logp, entropy, progress) -> None:
         order = np.argsort(-(spans[:, 1] - spans[:, 0]), kind="stable")  # long documents first
@@ -504,19 +511,9 @@ class DocTTTScorer:
 
     def _run(self, n_targets: int, c: int, base: int, logp, entropy, dists=None) -> None:
         """engine step on the current document, chunk c, with its first n_targets targets known."""
-        e = self.engine
-        hooks = [m.register_forward_hook(e._doc_hook(i)) for i, m in enumerate(e.layers)]
-        frozen = [p.requires_grad for p in self.model.parameters()]
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-        try:
-            e._doc_step(self.tokens, [(self.doc_start, n_targets, c)], [0], self.A, self.B, self.adam, self.steps,
-                        logp, entropy, base, dists)
-        finally:
-            for h in hooks:
-                h.remove()
-            for p, f in zip(self.model.parameters(), frozen):
-                p.requires_grad_(f)
+        with self.engine.adapting():
+            self.engine._doc_step(self.tokens, [(self.doc_start, n_targets, c)], [0], self.A, self.B, self.adam,
+                                  self.steps, logp, entropy, base, dists)
 
     def score_chunk_with_entropy(self, chunk, probe=()):
         """(logp, dists, entropy) of the chunk: pieces inside one TTT chunk of one document are scored

@@ -217,7 +217,8 @@ def run_plan(args, resolve_inputs) -> int:
             total += seconds
             print(f"eval_plan phase:ngram seconds:{seconds:.1f} (CPU, measured here in CPU seconds on {m['tokens']} "
                   f"tokens: level 0 {m['level0']:.2f} s on every rank, levels 1+ {m['all_levels'] - m['level0']:.2f} s "
-                  f"split over {world} ranks, mixer {m['mixer']:.2f} s on every rank; scaled linearly to {n} tokens)")
+                  f"split over {world} ranks, mixer {m['mixer']:.2f} s on every rank; scaled linearly to {n} tokens"
+                  + ("; a sample under 1M tokens stays in cache: optimistic" if m["tokens"] < 1_000_000 else "") + ")")
     print(f"eval_plan total_seconds:{total:.1f} budget_seconds:600 fits:{total <= 600} (PROJECTION)")
     return 0
 
