@@ -65,11 +65,16 @@ PRESETS: dict[str, dict[str, object]] = {
         warmdown_steps=60, val_loss_every=50, train_log_every=10, max_wallclock_seconds=60.0,
         val_max_tokens=32768,
     ),
-    # the CPU benchmark: 600 s on a 2-core machine, scored on the whole val head
+    # the CPU track: the best stack found for 600 s on a 2-core machine (benchmarks/RESULTS.md, issue
+    # 14): 5 x d192, MLP 3x LeakyReLU^2, BigramHash, SmearGate, XSA on 2, partial RoPE, LN scale, seq 256,
+    # 8,192 tokens a step in one micro-batch; the warmdown is a share of the clock (WARMDOWN_FRAC 1.5:
+    # the lr starts at 2/3 and falls linearly to 0), so a loaded machine's slower steps keep the shape
     "cpu_track": dict(
-        num_layers=6, model_dim=256, num_heads=4, num_kv_heads=2, mlp_mult=3, train_seq_len=512,
-        train_batch_tokens=16384, grad_accum_total=1, iterations=100000, warmup_steps=10,
-        warmdown_steps=150, val_loss_every=0, train_log_every=25, max_wallclock_seconds=600.0,
+        num_layers=5, model_dim=192, num_heads=4, num_kv_heads=2, mlp_mult=3, train_seq_len=256,
+        train_batch_tokens=8192, grad_accum_total=1, iterations=100000, warmup_steps=10,
+        warmdown_frac=1.5, val_loss_every=0, train_log_every=25, max_wallclock_seconds=600.0,
+        activation="leaky_relu2", bigram_hash_buckets=2048, bigram_dim=64, smear_gate=True, xsa_last_n=2,
+        ln_scale=True, rope_dims=16, matrix_lr=0.06, scalar_lr=0.06, embed_lr=0.08,
     ),
     # the challenge's baseline script (openai/parameter-golf train_gpt.py) as it runs: 9 x d512, seq 1024,
     # 524,288 tokens a step in 8 // world_size micro-batches, no lr warmup (its 20 warm-up steps are
@@ -204,7 +209,9 @@ class Hyperparameters:
     embed_beta2: float = 0.0  # 0 = BETA2
     scalar_beta2: float = 0.0  # 0 = BETA2
     scalar_weight_decay: float = 0.0
-    warmdown_frac: float = 0.0  # > 0: warmdown over this last fraction of training (replaces WARMDOWN_STEPS)
+    # > 0: warmdown over this last fraction of training (replaces WARMDOWN_STEPS); above 1 the lr starts
+    # at 1/WARMDOWN_FRAC of its peak and falls linearly to 0 (a shape that does not depend on step speed)
+    warmdown_frac: float = 0.0
     min_lr: float = 0.0  # warmdown floor, a fraction of the base lr
     loop_enable_at: float = 0.0  # fraction of training at which NUM_LOOPS switches on
     seq_len_start: int = 0  # > 0: train at this length first, doubling to TRAIN_SEQ_LEN ...
@@ -344,7 +351,9 @@ def validate_schedule(hp) -> None:
     """Checks of the issue-17 schedule options, each naming its variable."""
     if hp.muon_ns not in ("quintic", "polar_express"):
         raise ValueError(f"MUON_NS={hp.muon_ns!r} is not quintic or polar_express")
-    for name in ("warmdown_frac", "min_lr", "loop_enable_at", "seq_len_warmup_frac"):
+    if hp.warmdown_frac < 0:
+        raise ValueError(f"WARMDOWN_FRAC={hp.warmdown_frac} must be >= 0")
+    for name in ("min_lr", "loop_enable_at", "seq_len_warmup_frac"):
         if not 0.0 <= getattr(hp, name) <= 1.0:
             raise ValueError(f"{name.upper()}={getattr(hp, name)} must be in [0, 1]")
     if hp.loop_enable_at and not hp.num_loops:
@@ -1084,7 +1093,7 @@ def online_ngram(tokens, vocab_size: int, max_order: int = 8, discount: float = 
                       np.zeros(n - 1, dtype=np.float32))
     p = np.full(n - 1, 1.0 / vocab_size)
     _ngram_unigram_level(x, mine, p, out, discount, beta)
-    positions = np.flatnonzero(mine)  # contexts q = t - 1 of our targets: level 1 groups them by x_q
+    positions = np.flatnonzero(mine).astype(np.int32)  # contexts q = t - 1 of our targets: level 1 groups them by x_q
     order = _ngram_sort(x[positions])
     group = x[positions][order]
     positions = positions[order]
@@ -1100,17 +1109,19 @@ def online_ngram(tokens, vocab_size: int, max_order: int = 8, discount: float = 
 
 
 def _ngram_unigram_level(x, mine, p, out: NgramArrays, discount: float, beta: float) -> None:
-    """Level 0 (empty context): counts over all earlier targets, for our targets."""
+    """Level 0 (empty context): counts over all earlier targets, for our targets (int32 while whole-stream)."""
     targets = x[1:]
     order = _ngram_sort(targets)
-    rank = _ngram_rank(targets[order])
-    c_hx = np.empty(len(targets)); c_hx[order] = rank
+    c_hx = np.empty(len(targets), dtype=np.int32)
+    c_hx[order] = _ngram_rank(targets[order])
+    del order
     first = c_hx == 0
-    u_h = (np.cumsum(first) - first).astype(np.float64)  # distinct tokens among earlier targets
-    c_h = np.arange(len(targets), dtype=np.float64)       # earlier targets
-    act = mine & (c_h > 0)
-    p[act] = _ngram_interpolate(p[act], c_hx[act], c_h[act], u_h[act], discount, beta)
-    out.order[act], out.ctx_count[act], out.distinct[act] = 1, c_h[act], u_h[act]
+    u_h = np.cumsum(first, dtype=np.int32) - first  # distinct tokens among earlier targets
+    act = np.flatnonzero(mine)
+    act = act[act > 0]  # target t = act + 1 has t - 1 = act earlier targets
+    c_h = act.astype(np.float64)
+    p[act] = _ngram_interpolate(p[act], c_hx[act].astype(np.float64), c_h, u_h[act].astype(np.float64), discount, beta)
+    out.order[act], out.ctx_count[act], out.distinct[act] = 1, c_h, u_h[act]
 
 
 def _ngram_prune(positions, group):
@@ -1122,16 +1133,16 @@ def _ngram_prune(positions, group):
 
 def _ngram_level(x, positions, group, k: int, p, out: NgramArrays, vocab_size: int, discount: float, beta: float):
     """Level k: contexts q = positions (sorted by (k-gram group, q)), targets q + 1."""
-    c_h = _ngram_rank(group)  # earlier occurrences of the same k-gram
-    starts = np.arange(len(group)) - c_h
-    pair = group * vocab_size + x[positions + 1]
+    c_h = _ngram_rank(group).astype(np.int32)  # earlier occurrences of the same k-gram
+    pair = group.astype(np.int64) * vocab_size + x[positions + 1]
     order = _ngram_sort(pair)
-    pair_rank = _ngram_rank(pair[order])
-    c_hx = np.empty(len(positions), dtype=np.int64); c_hx[order] = pair_rank
-    first = (c_hx == 0).astype(np.int64)
-    before = np.cumsum(first) - first  # first occurrences of pairs before this element (all groups)
-    u_h = before - before[starts]  # ... within this k-gram's group only
-    act = c_h >= 1
+    c_hx = np.empty(len(positions), dtype=np.int32)
+    c_hx[order] = _ngram_rank(pair[order])
+    del pair, order
+    first = c_hx == 0
+    before = np.cumsum(first, dtype=np.int32) - first  # first occurrences of pairs before this element
+    u_h = before - before[np.arange(len(group), dtype=np.int32) - c_h]  # ... within this k-gram's group
+    act = np.flatnonzero(c_h >= 1)
     t = positions[act]  # target index t - 1 = q
     ch, uh = c_h[act].astype(np.float64), u_h[act].astype(np.float64)
     p[t] = _ngram_interpolate(p[t], c_hx[act].astype(np.float64), ch, uh, discount, beta)
@@ -1325,22 +1336,28 @@ class DocTTT:
         with self.autocast():
             return self.model(x)
 
-    def score_documents(self, tokens: torch.Tensor, spans: np.ndarray, logp: np.ndarray, entropy: np.ndarray,
-                        progress=None) -> None:
-        """Score every target of `spans` (rows [start, end]) into logp / entropy at index t - 1, adapting
-        per document. tokens: the whole stream (1-D, on the model's device)."""
+    @contextlib.contextmanager
+    def adapting(self):
+        """Adapter hooks on and base weights without gradients (only the adapters learn); undone on exit."""
         hooks = [m.register_forward_hook(self._doc_hook(i)) for i, m in enumerate(self.layers)]
         frozen = [p.requires_grad for p in self.model.parameters()]
         for p in self.model.parameters():
-            p.requires_grad_(False)  # only the adapters get gradients
+            p.requires_grad_(False)
         try:
-            self._doc_slots(tokens, spans, logp, entropy, progress)
+            yield
         finally:
             self.current = None
             for h in hooks:
                 h.remove()
             for p, f in zip(self.model.parameters(), frozen):
                 p.requires_grad_(f)
+
+    def score_documents(self, tokens: torch.Tensor, spans: np.ndarray, logp: np.ndarray, entropy: np.ndarray,
+                        progress=None) -> None:
+        """Score every target of `spans` (rows [start, end]) into logp / entropy at index t - 1, adapting
+        per document. tokens: the whole stream (1-D, on the model's device)."""
+        with self.adapting():
+            self._doc_slots(tokens, spans, logp, entropy, progress)
 
     def _doc_slots(self, tokens, spans, logp, entropy, progress) -> None:
         order = np.argsort(-(spans[:, 1] - spans[:, 0]), kind="stable")  # long documents first

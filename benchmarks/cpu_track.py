@@ -23,27 +23,23 @@ REPO = Path(__file__).resolve().parents[1]
 MINI = REPO.parent / "shared" / "data" / "fineweb10B_sp1024_mini"
 TOKENIZER = REPO.parent / "shared" / "data" / "tokenizers" / "fineweb_1024_bpe.model"
 
-# Row -> env overrides on top of PRESET=cpu_track.
+# Row -> env overrides on top of PRESET=cpu_track (a row may name its own PRESET). These rows are the
+# issue-3 measurements, kept as they ran; the current best recipe is PRESET=cpu_track itself.
 ROWS: dict[str, dict[str, str]] = {
     # the challenge's baseline architecture and schedule scaled to this machine (as in the issue's
-    # reference run: 4 layers, d 256, seq 512, 16,384 tokens/step, 8 micro-batches, warmdown 1200)
-    "baseline": dict(NUM_LAYERS="4", MODEL_DIM="256", NUM_HEADS="8", NUM_KV_HEADS="4", MLP_MULT="2",
-                     TRAIN_SEQ_LEN="512", TRAIN_BATCH_TOKENS="16384", GRAD_ACCUM_TOTAL="8",
-                     WARMUP_STEPS="20", WARMDOWN_STEPS="1200", ACTIVATION="relu2", EMA_DECAY="0",
-                     MATRIX_LR="0.04", EMBED_LR="0.05", SCALAR_LR="0.04", MUON_MOMENTUM_WARMUP_STEPS="500"),
-    # the best stack found for this regime (see RESULTS.md for how it was chosen)
+    # reference run: 4 layers, d 256, seq 512, 16,384 tokens/step, 8 micro-batches, warmdown 1200),
+    # with this project's orthogonal init and a 20-step lr warmup (the challenge script has neither:
+    # PRESET=baseline is that script, benchmarks/parity.py)
+    "baseline": dict(PRESET="baseline", NUM_LAYERS="4", MODEL_DIM="256", TRAIN_SEQ_LEN="512", TRAIN_BATCH_TOKENS="16384",
+                     WEIGHT_INIT="orthogonal", WARMUP_STEPS="20", WARMUP_RESTORE_STEPS="0", ITERATIONS="100000",
+                     VAL_LOSS_EVERY="0", TRAIN_LOG_EVERY="25"),
+    # the best stack of issue 3 (see RESULTS.md for how it was chosen): a step-counted warmdown
     "stack": dict(NUM_LAYERS="5", MODEL_DIM="192", NUM_HEADS="4", NUM_KV_HEADS="2", MLP_MULT="3",
                   TRAIN_SEQ_LEN="256", TRAIN_BATCH_TOKENS="8192", GRAD_ACCUM_TOTAL="1",
                   ACTIVATION="leaky_relu2", BIGRAM_HASH_BUCKETS="2048", BIGRAM_DIM="64", SMEAR_GATE="1",
                   XSA_LAST_N="2", LN_SCALE="1", ROPE_DIMS="16", WARMUP_STEPS="10", WARMDOWN_STEPS="720",
-                  MATRIX_LR="0.06", SCALAR_LR="0.06", EMBED_LR="0.08", EMA_DECAY="0"),
+                  WARMDOWN_FRAC="0", MATRIX_LR="0.06", SCALAR_LR="0.06", EMBED_LR="0.08", EMA_DECAY="0"),
 }
-# the stack with issue 17's switches as the record preset uses them, scaled to 5 layers: attention
-# gate, gated skips, BOS-masked SmearGate, lanes from layer 3, layers 1-2 looped from 35% of the
-# run, Polar-Express row-normalised Muon (the stack's own learning rates and schedule kept)
-ROWS["frontier"] = dict(ROWS["stack"], ATTN_GATE_WIDTH="12", ATTN_GATE_SCALE="0.5", SKIP_GATES="1",
-                        SMEAR_BOS_MASK="1", PARALLEL_START="3", NUM_LOOPS="1", LOOP_START="1", LOOP_END="2",
-                        LOOP_ENABLE_AT="0.35", MUON_NS="polar_express", MUON_ROW_NORMALIZE="1")
 
 
 def run_row(row: str, seed: int, seconds: float, out: Path, extra: dict[str, str], tag: str = "") -> dict:

@@ -130,7 +130,7 @@ def prepare(job: dict, seconds: float, bundle: str) -> tuple[list[str], dict, Pa
     run_dir.mkdir(parents=True, exist_ok=True)
     for old in (run_dir / "train.log", run_dir / "logs" / "train.txt"):
         old.unlink(missing_ok=True)  # the official script appends to its log
-    script = run_dir / "train_gpt.py"
+    script = run_dir / "bench_script.py"  # not train_gpt.py: a broad `pkill -f train_gpt` elsewhere once ended runs
     env = {"DATA_PATH": str(MINI), "TOKENIZER_PATH": str(TOKENIZER), "SEED": str(job["seed"]),
            "MAX_WALLCLOCK_SECONDS": str(seconds), "RUN_ID": "train", **job["env"]}
     if job["script"] == "official" and job.get("cuda"):  # the original runs as it is on a GPU

@@ -82,13 +82,22 @@ def profile_row(spec: str, threads: int, skip: int, steps: int, out_dir: Path, b
 
 
 def print_tables(results: list[dict], top: int) -> None:
-    for r in results:
-        print(f"\n{r['row']} ({r['threads']} thread(s)): {r['step_ms']:.0f} ms a step unprofiled, "
-              f"{r['profiled_step_ms']:.0f} profiled, load {r['load_start']} -> {r['load_end']}\n")
-        print("| op | self ms / step | calls / step |")
-        print("|---|---|---|")
-        for op in r["ops"][:top]:
-            print(f"| `{op['op']}` | {op['self_ms']:.1f} | {op['calls']:.0f} |")
+    """One table per thread count: the rows side by side (each row's latest measurement)."""
+    for threads in sorted({r["threads"] for r in results}):
+        latest = {r["row"]: r for r in results if r["threads"] == threads}
+        rows = list(latest.values())
+        print(f"\n{threads} thread(s):\n")
+        for r in rows:
+            print(f"- {r['row']}: {r['step_ms']:.0f} ms a step unprofiled, {r['profiled_step_ms']:.0f} profiled "
+                  f"(started {r['started']} UTC, load {r['load_start']} -> {r['load_end']})")
+        ops = {r["row"]: {o["op"]: o for o in r["ops"]} for r in rows}
+        names = sorted({n for r in rows for n in ops[r["row"]]}, key=lambda n: -max(
+            ops[r["row"]].get(n, {"self_ms": 0})["self_ms"] for r in rows))[:top]
+        print("\n| op (self ms a step; calls a step) | " + " | ".join(r["row"] for r in rows) + " |")
+        print("|---|" + "---|" * len(rows))
+        for n in names:
+            cells = [ops[r["row"]].get(n) for r in rows]
+            print(f"| `{n}` | " + " | ".join(f"{c['self_ms']:.0f}; {c['calls']:.0f}" if c else "-" for c in cells) + " |")
 
 
 def main(argv=None) -> int:

@@ -10,6 +10,7 @@ from torch import nn
 from lila_golf.core.optim import (POLAR_EXPRESS_COEFFS, Muon, build_optimizers, lr_scale, seq_len_at,
                                   training_progress, zeropower_newton_schulz)
 from lila_golf.research.polar_express import minimax_odd_quintic, polar_express_coeffs
+from lila_golf.core.config import Hyperparameters
 
 
 def test_polar_express_coefficients_are_the_derived_ones():
@@ -108,6 +109,16 @@ def test_warmdown_fraction_of_wall_clock_with_an_lr_floor():
     steps = dict(warmup_steps=0, warmdown_steps=10, iterations=100, max_wallclock_ms=0)
     assert lr_scale(100, 0.0, **steps, min_lr=0.2) == pytest.approx(0.2)  # the floor holds for step warmdown too
     assert lr_scale(95, 0.0, **steps, min_lr=0.2) == pytest.approx(0.2 + 0.8 * 0.5)
+
+
+def test_warmdown_fraction_above_one_starts_below_the_peak():
+    """PRESET=cpu_track's WARMDOWN_FRAC 1.5: the lr starts at 2/3 and falls linearly to 0 with the clock."""
+    kw = dict(warmup_steps=0, warmdown_steps=0, iterations=100_000, max_wallclock_ms=600_000.0, warmdown_frac=1.5)
+    assert lr_scale(0, 0.0, **kw) == pytest.approx(2 / 3)
+    assert lr_scale(50, 300_000.0, **kw) == pytest.approx(1 / 3)
+    assert lr_scale(90, 600_000.0, **kw) == 0.0
+    with pytest.raises(ValueError, match="WARMDOWN_FRAC"):
+        Hyperparameters.from_env({"PRESET": "test", "WARMDOWN_FRAC": "-0.5"})
 
 
 def test_context_length_grows_by_doubling():
