@@ -163,6 +163,8 @@ class Hyperparameters:
     quant_scheme: str = "int8"
     gptq_calib_batches: int = 4  # training micro-batches whose layer inputs give the GPTQ Hessians
     codec: str = "zlib"
+    quant_budget_bytes: int = 0  # 0 = off; -1 = 16,000,000 - code bytes - QUANT_BUDGET_MARGIN; N > 0: that many model bytes (bitalloc.allocate)
+    quant_budget_margin: int = 16384  # bytes kept free under the limit when QUANT_BUDGET_BYTES=-1
     eval_stride: int = 0  # 0 = plain evaluation for the final score; else sliding windows
     save_float_weights: bool = False  # also keep the final float weights (final_weights.lgck) for analysis
     # --- hardware ---
@@ -1567,17 +1569,26 @@ def _quant_int_arrays(rows: torch.Tensor, spec: dict, H, device, row_weight) -> 
 
 
 def quant_k_scale(rows: torch.Tensor, spec: dict, row_weight=None) -> torch.Tensor:
-    """fp16 row scales of the k methods. SDClip: k * std(row) / qmax. Fisher-shaped: k * std(W) /
-    qmax * sqrt(mean(g) / g_r), the shaping clamped to [1/8, 8]."""
+    """fp16 row scales of the k methods. SDClip: k * std(row) / qmax (clips beyond k std).
+    Fisher-shaped: max(k * std(W) * sqrt(mean(g) / g_r), |w_r|max) / qmax, the shaping clamped to
+    [1/8, 8]: the step the allocation asks for, widened for a row that would clip."""
     qmax = 2 ** (spec["bits"] - 1) - 1
+    scale = spec["k"] * quant_k_base(rows, spec, row_weight)
+    if spec["kind"] in ("fs", "fsgptq"):
+        scale = torch.maximum(scale, rows.abs().amax(dim=1))
+    return _quant_fp16_scale(scale, qmax)
+
+
+def quant_k_base(rows: torch.Tensor, spec: dict, row_weight=None) -> torch.Tensor:
+    """The row scales of the k methods before k / qmax, the no-clip floor and fp16 rounding: (R,)."""
     if spec["kind"] in ("sd", "sdgptq"):
-        return _quant_fp16_scale(spec["k"] * rows.std(dim=1, correction=0), qmax)
+        return rows.std(dim=1, correction=0)
     if row_weight is None or row_weight.numel() != rows.shape[0]:
         raise ValueError(f"Fisher-shaped scheme {spec['kind']!r} needs row_weight with one value per row "
                          f"({rows.shape[0]}), got {None if row_weight is None else tuple(row_weight.shape)}")
     g = row_weight.detach().double().cpu().clamp_min(1e-30)
     shape = (g.mean() / g).sqrt().clamp(1 / QUANT_FS_MAX_SHAPE, QUANT_FS_MAX_SHAPE).float()
-    return _quant_fp16_scale(spec["k"] * rows.std(correction=0) * shape, qmax)
+    return rows.std(correction=0) * shape
 
 
 def awq_salient_columns(rows: torch.Tensor, H: torch.Tensor | None, n: int) -> torch.Tensor:

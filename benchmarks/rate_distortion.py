@@ -16,7 +16,8 @@ Every point: quantise (calibration: 16 training batches from the start of the st
 validation), write the artifact to disk, reload it, score every target of the val head (131,071,
 exact bytes); gap = roundtrip val_bpb - float val_bpb; bits/param = 8 * file bytes / parameters
 (the whole artifact: header, scales, float tensors). Methods:
-    record     record #1855's export (lila_golf/research/record1855.py), k_scale and widths swept
+    record     record #1855's export (lila_golf/research/record1855.py), k_scale and widths swept, and
+               (record_emb, the same method) the embedding's k swept on its own
     record_b   the same with the small-tensor rule by bytes (bitalloc.plan_by_bytes): isolates it
     fs         ours: Fisher-shaped steps from the calibrated sensitivities (bitalloc.fisher_plan),
                GPTQ, role streams, per-group best codec; mu swept
@@ -70,7 +71,10 @@ RD_MODELS: dict[str, dict[str, str]] = {
 RECORD_GRID = [(5, f, 7) for f in (0.5, 0.7, 1.0)] + [(6, f, 7) for f in (0.35, 0.5, 0.7, 1.0, 1.4, 2.0)] \
     + [(6, f, 8) for f in (0.5, 1.0)] + [(7, f, 7) for f in (0.5, 1.0, 1.4, 2.0)] + [(8, f, 8) for f in (1.0, 2.0)]
 RECORD_GRID_LARGE = [(5, 0.7, 7), (6, 0.5, 7), (6, 0.7, 7), (6, 1.0, 7), (6, 1.4, 7), (7, 1.0, 7), (7, 2.0, 7), (8, 2.0, 8)]
-RECORD_B_GRID = [(6, f, 7) for f in (0.5, 1.0, 2.0)]
+# the embedding's k on its own (the record's k per role, swept per role): the reference at its best
+RECORD_EMB_GRID = [(6, f, 8, e) for f in (1.0, 1.4, 2.0) for e in (0.25, 0.35, 0.5)]
+RECORD_EMB_GRID_LARGE = [(6, f, 8, e) for f in (1.0, 1.4) for e in (0.35, 0.5)]
+RECORD_B_GRID = [(6, f, 7) for f in (0.5, 1.0, 2.0)] + [(6, f, 8, e) for f in (1.0, 2.0) for e in (0.25, 0.5)]
 FS_BITS = (1.8, 2.2, 2.6, 3.0, 3.7, 4.5, 5.5)  # target whole-model bits/param of the fs sweep (estimated)
 FS_BITS_LARGE = (1.8, 2.2, 2.6, 3.0, 3.7, 4.5)
 LEGACY_BITS = (4, 5, 6)
@@ -86,9 +90,12 @@ def train_model(name: str) -> Path:
     run launches it) and return the float weights' path."""
     from lila_golf.tools.demo import launch_run
     run_dir = RD_RUNS / name
-    if (run_dir / "train.log").exists():
+    resume = (run_dir / "checkpoint.lgck").exists()
+    if (run_dir / "train.log").exists() and not resume:
         (run_dir / "train.log").unlink()
-    env = {"PRESET": "cpu_track", "DATA_PATH": str(MINI), "TOKENIZER_PATH": str(TOKENIZER), **RD_MODELS[name]}
+    # a checkpoint every 10 steps: a killed run resumes where it stopped
+    env = {"PRESET": "cpu_track", "DATA_PATH": str(MINI), "TOKENIZER_PATH": str(TOKENIZER), **RD_MODELS[name],
+           "CHECKPOINT_EVERY": "10", "RESUME": "1" if resume else "0"}
     status = launch_run(run_dir, env)
     if status != 0:
         raise SystemExit(f"training {name} failed with exit status {status}: see {run_dir / 'train.log'}")
@@ -186,14 +193,16 @@ class Bench:
 
 
 def run_record(b: Bench, grid, bytes_rule: bool) -> None:
+    """grid: (bits, k_scale, embed_bits) or (bits, k_scale, embed_bits, embed_k_scale)."""
     from lila_golf.research.record1855 import record_entries
     from lila_golf.core.bitalloc import plan_by_bytes
     small = (lambda n, w: plan_by_bytes(n, w, "x")) if bytes_rule else None
-    for bits, k_scale, embed_bits in grid:
+    for bits, k_scale, embed_bits, *embed_k in grid:
         t0 = time.perf_counter()
-        entries = record_entries(b.state, b.hessians, k_scale=k_scale, bits=bits, embed_bits=embed_bits, small_rule=small)
-        b.point("record_b" if bytes_rule else "record", {"bits": bits, "k_scale": k_scale, "embed_bits": embed_bits},
-                entries, "brotli", "role", time.perf_counter() - t0)
+        entries = record_entries(b.state, b.hessians, k_scale=k_scale, bits=bits, embed_bits=embed_bits, small_rule=small,
+                                 embed_k_scale=embed_k[0] if embed_k else None)
+        params = {"bits": bits, "k_scale": k_scale, "embed_bits": embed_bits, **({"embed_k_scale": embed_k[0]} if embed_k else {})}
+        b.point("record_b" if bytes_rule else "record", params, entries, "brotli", "role", time.perf_counter() - t0)
 
 
 def fs_mu_for_bits(b: Bench, target_bits: float, row_weights: dict | None = None) -> float:
@@ -394,7 +403,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("models", nargs="*", help=f"models to measure: {sorted(RD_MODELS)}")
     p.add_argument("--train", nargs="*", default=[], help="train these models' float weights first")
-    p.add_argument("--methods", nargs="*", default=["fs", "record", "fs_probe", "record_b", "legacy", "fs_lqer", "e8", "coding"])
+    p.add_argument("--methods", nargs="*", default=["fs", "record", "record_emb", "fs_probe", "record_b", "legacy",
+                                                    "fs_lqer", "e8", "coding"])
     p.add_argument("--calib-batches", type=int, default=16)
     p.add_argument("--results", type=Path, default=RD_RESULTS)
     p.add_argument("--report", action="store_true", help="only print the table and draw the PNG")
@@ -412,6 +422,7 @@ def main(argv=None) -> int:
             fs_bits = FS_BITS_LARGE if large else FS_BITS
             runners = {"record": lambda: run_record(b, RECORD_GRID_LARGE if large else RECORD_GRID, False),
                        "record_b": lambda: run_record(b, RECORD_B_GRID, True),
+                       "record_emb": lambda: run_record(b, RECORD_EMB_GRID_LARGE if large else RECORD_EMB_GRID, False),
                        "fs": lambda: run_fs(b, fs_bits, 0), "fs_lqer": lambda: run_fs(b, fs_bits[1:4], 3),
                        "fs_probe": lambda: run_fs(b, fs_bits, 0, probe=True),
                        "legacy": lambda: run_legacy(b), "e8": lambda: run_e8(b, fs_bits[1:5]),
