@@ -16,10 +16,12 @@ Every point: quantise (calibration: 16 training batches from the start of the st
 validation), write the artifact to disk, reload it, score every target of the val head (131,071,
 exact bytes); gap = roundtrip val_bpb - float val_bpb; bits/param = 8 * file bytes / parameters
 (the whole artifact: header, scales, float tensors). Methods:
-    record     record #1855's export (lila_golf/research/record1855.py), k_scale and widths swept
+    record     record #1855's export (lila_golf/research/record1855.py), k_scale and widths swept, and
+               (record_emb, the same method) the embedding's k swept on its own
     record_b   the same with the small-tensor rule by bytes (bitalloc.plan_by_bytes): isolates it
     fs         ours: Fisher-shaped steps from the calibrated sensitivities (bitalloc.fisher_plan),
                GPTQ, role streams, per-group best codec; mu swept
+    fs_probe   fs with each tensor's sensitivity rescaled by a loss probe (bitalloc.probe_row_weights)
     fs_lqer    fs + H-weighted LQER rank 4 on the 3 worst tensors
     legacy     the export before issue 18: default plan int{4,5,6}_gptq, rANS
     e8         E8 lattice VQ with GPTQ error feedback (research/latticevq.py) on every matrix fs
@@ -35,6 +37,7 @@ import json
 import lzma
 import math
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -64,11 +67,16 @@ RD_MODELS: dict[str, dict[str, str]] = {
                   ITERATIONS="200", MATRIX_LR="0.04", SCALAR_LR="0.04", EMBED_LR="0.05", WARMUP_STEPS="20",
                   TRAIN_LOG_EVERY="5"),
 }
-# record sweep: (matrix bits, k_scale, embed bits)
-RECORD_GRID = [(6, f, 7) for f in (0.5, 0.7, 1.0, 1.4, 2.0)] + [(5, f, 7) for f in (0.5, 0.7, 1.0)] \
-    + [(7, f, 7) for f in (1.4, 2.0)] + [(6, f, 8) for f in (0.5, 1.0)]
-RECORD_B_GRID = [(6, f, 7) for f in (0.5, 1.0, 2.0)]
-FS_BITS = (2.6, 3.0, 3.5, 4.2, 5.0, 6.0)  # target whole-model bits/param of the fs sweep (estimated)
+# record sweep: (matrix bits, k_scale, embed bits); the record's own setting is (6, 1.0, 7)
+RECORD_GRID = [(5, f, 7) for f in (0.5, 0.7, 1.0)] + [(6, f, 7) for f in (0.35, 0.5, 0.7, 1.0, 1.4, 2.0)] \
+    + [(6, f, 8) for f in (0.5, 1.0)] + [(7, f, 7) for f in (0.5, 1.0, 1.4, 2.0)] + [(8, f, 8) for f in (1.0, 2.0)]
+RECORD_GRID_LARGE = [(5, 0.7, 7), (6, 0.5, 7), (6, 0.7, 7), (6, 1.0, 7), (6, 1.4, 7), (7, 1.0, 7), (7, 2.0, 7), (8, 2.0, 8)]
+# the embedding's k on its own (the record's k per role, swept per role): the reference at its best
+RECORD_EMB_GRID = [(6, f, 8, e) for f in (1.0, 1.4, 2.0) for e in (0.25, 0.35, 0.5)]
+RECORD_EMB_GRID_LARGE = [(6, f, 8, e) for f in (1.0, 1.4) for e in (0.35, 0.5)]
+RECORD_B_GRID = [(6, f, 7) for f in (0.5, 1.0, 2.0)] + [(6, f, 8, e) for f in (1.0, 2.0) for e in (0.25, 0.5)]
+FS_BITS = (1.8, 2.2, 2.6, 3.0, 3.7, 4.5, 5.5)  # target whole-model bits/param of the fs sweep (estimated)
+FS_BITS_LARGE = (1.8, 2.2, 2.6, 3.0, 3.7, 4.5)
 LEGACY_BITS = (4, 5, 6)
 TOK = None
 
@@ -82,9 +90,12 @@ def train_model(name: str) -> Path:
     run launches it) and return the float weights' path."""
     from lila_golf.tools.demo import launch_run
     run_dir = RD_RUNS / name
-    if (run_dir / "train.log").exists():
+    resume = (run_dir / "checkpoint.lgck").exists()
+    if (run_dir / "train.log").exists() and not resume:
         (run_dir / "train.log").unlink()
-    env = {"PRESET": "cpu_track", "DATA_PATH": str(MINI), "TOKENIZER_PATH": str(TOKENIZER), **RD_MODELS[name]}
+    # a checkpoint every 10 steps: a killed run resumes where it stopped
+    env = {"PRESET": "cpu_track", "DATA_PATH": str(MINI), "TOKENIZER_PATH": str(TOKENIZER), **RD_MODELS[name],
+           "CHECKPOINT_EVERY": "10", "RESUME": "1" if resume else "0"}
     status = launch_run(run_dir, env)
     if status != 0:
         raise SystemExit(f"training {name} failed with exit status {status}: see {run_dir / 'train.log'}")
@@ -126,8 +137,22 @@ class Bench:
         from lila_golf.core.bitalloc import calibrate
         from lila_golf.core.data import DistributedTokenLoader, shard_file
         loader = DistributedTokenLoader(shard_file(self.hp.data_path, "train"), 0, 1, self.hp.vocab_size)
-        batches = [loader.next_batch(self.hp.train_batch_tokens, self.hp.train_seq_len, 1) for _ in range(n)]
-        return calibrate(self.model, batches)
+        self.batches = [loader.next_batch(self.hp.train_batch_tokens, self.hp.train_seq_len, 1) for _ in range(n)]
+        return calibrate(self.model, self.batches)
+
+    def probed_row_weights(self, target_bits: float) -> dict:
+        """Row weights corrected by the loss probe (bitalloc.probe_row_weights) on 4 of the
+        calibration batches, at the plan for target_bits; cached."""
+        from lila_golf.core.bitalloc import fisher_plan, probe_row_weights
+        if getattr(self, "_probed", None) is None:
+            t0 = time.perf_counter()
+            plan = fisher_plan(self.state, self.hessians, self.row_weights, fs_mu_for_bits(self, target_bits))
+            self._probed = probe_row_weights(self.model, self.batches[:4], self.hessians, self.row_weights, plan)
+            self.probe_s = time.perf_counter() - t0
+            print(f"{self.name}: probe {self.probe_s:.0f}s factors " + " ".join(
+                f"{n}:{float(self._probed[n].sum() / self.row_weights[n].sum()):.2f}"
+                for n in self._probed if float(self.row_weights[n].sum()) > 0), flush=True)
+        return self._probed
 
     def score(self, state: dict) -> dict:
         from lila_golf.core.evaluate import eval_val_plain
@@ -158,7 +183,8 @@ class Bench:
                  val_bpb=res["val_bpb"], val_loss=res["val_loss"], gap=res["val_bpb"] - self.float["val_bpb"],
                  float_val_bpb=self.float["val_bpb"], tokens=res["tokens"], num_params=self.params,
                  quant_s=quant_s, encode_s=encode_s, decode_s=decode_s, calib_s=self.calib_s,
-                 weights_sha256=self.weights_sha, load_avg=os.getloadavg()[0], **extra)
+                 weights_sha256=self.weights_sha, load_avg=os.getloadavg()[0],
+                 max_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, **extra)
         print(f"{self.name} {method:9s} {json.dumps(params):44s} {8 * nbytes / self.params:6.3f} bits/param "
               f"gap {r['gap']:+.5f} ({nbytes} B, quant {quant_s:.0f}s enc {encode_s:.1f}s dec {decode_s:.1f}s)", flush=True)
         with open(self.out, "a") as f:
@@ -167,47 +193,52 @@ class Bench:
 
 
 def run_record(b: Bench, grid, bytes_rule: bool) -> None:
+    """grid: (bits, k_scale, embed_bits) or (bits, k_scale, embed_bits, embed_k_scale)."""
     from lila_golf.research.record1855 import record_entries
     from lila_golf.core.bitalloc import plan_by_bytes
     small = (lambda n, w: plan_by_bytes(n, w, "x")) if bytes_rule else None
-    for bits, k_scale, embed_bits in grid:
+    for bits, k_scale, embed_bits, *embed_k in grid:
         t0 = time.perf_counter()
-        entries = record_entries(b.state, b.hessians, k_scale=k_scale, bits=bits, embed_bits=embed_bits, small_rule=small)
-        b.point("record_b" if bytes_rule else "record", {"bits": bits, "k_scale": k_scale, "embed_bits": embed_bits},
-                entries, "brotli", "role", time.perf_counter() - t0)
+        entries = record_entries(b.state, b.hessians, k_scale=k_scale, bits=bits, embed_bits=embed_bits, small_rule=small,
+                                 embed_k_scale=embed_k[0] if embed_k else None)
+        params = {"bits": bits, "k_scale": k_scale, "embed_bits": embed_bits, **({"embed_k_scale": embed_k[0]} if embed_k else {})}
+        b.point("record_b" if bytes_rule else "record", params, entries, "brotli", "role", time.perf_counter() - t0)
 
 
-def fs_mu_for_bits(b: Bench, target_bits: float, suffix: str = "") -> float:
+def fs_mu_for_bits(b: Bench, target_bits: float, row_weights: dict | None = None) -> float:
     """mu whose fisher_plan is estimated (bitalloc.estimate_bytes) at target_bits per parameter."""
     from lila_golf.core.bitalloc import _bitalloc_bisect, estimate_bytes, fisher_plan
     budget = target_bits * b.params / 8
+    rw = b.row_weights if row_weights is None else row_weights
 
     def fits(log_mu):
-        plan = fisher_plan(b.state, b.hessians, b.row_weights, math.exp(log_mu), suffix=suffix)
-        return estimate_bytes(b.state, plan, b.row_weights) <= budget
+        plan = fisher_plan(b.state, b.hessians, rw, math.exp(log_mu))
+        return estimate_bytes(b.state, plan, rw) <= budget
     return math.exp(_bitalloc_bisect(fits, math.log(1e-14), math.log(1e4), steps=25))
 
 
-def fs_entries(b: Bench, mu: float, lqer: int = 0) -> dict:
+def fs_entries(b: Bench, mu: float, lqer: int = 0, row_weights: dict | None = None) -> dict:
     from lila_golf.core.artifact import quantize_state
     from lila_golf.core.bitalloc import fisher_plan
     from lila_golf.research.record1855 import worst_tensors
     from lila_golf.core.quant import quantize_tensor
-    plan = fisher_plan(b.state, b.hessians, b.row_weights, mu)
-    entries = quantize_state(b.state, "int6_gptq", b.hessians, plan, row_weights=b.row_weights)
+    rw = b.row_weights if row_weights is None else row_weights
+    plan = fisher_plan(b.state, b.hessians, rw, mu)
+    entries = quantize_state(b.state, "int6_gptq", b.hessians, plan, row_weights=rw)
     for name in worst_tensors(b.state, entries, b.hessians, lqer):
         entries[name] = quantize_tensor(b.state[name], entries[name]["scheme"] + "+hlqer4", H=b.hessians.get(name),
-                                        row_weight=b.row_weights.get(name))
+                                        row_weight=rw.get(name))
     return entries
 
 
-def run_fs(b: Bench, bits_list, lqer: int) -> None:
+def run_fs(b: Bench, bits_list, lqer: int, probe: bool = False) -> None:
     for target in bits_list:
         t0 = time.perf_counter()
-        mu = fs_mu_for_bits(b, target)
-        entries = fs_entries(b, mu, lqer)
-        b.point("fs_lqer" if lqer else "fs", {"target_bits": target, "mu": mu}, entries, "best", "role",
-                time.perf_counter() - t0)
+        rw = b.probed_row_weights(3.0) if probe else None
+        mu = fs_mu_for_bits(b, target, rw)
+        entries = fs_entries(b, mu, lqer, rw)
+        method = "fs_probe" if probe else "fs_lqer" if lqer else "fs"
+        b.point(method, {"target_bits": target, "mu": mu}, entries, "best", "role", time.perf_counter() - t0)
 
 
 def run_legacy(b: Bench) -> None:
@@ -372,7 +403,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("models", nargs="*", help=f"models to measure: {sorted(RD_MODELS)}")
     p.add_argument("--train", nargs="*", default=[], help="train these models' float weights first")
-    p.add_argument("--methods", nargs="*", default=["record", "record_b", "fs", "fs_lqer", "legacy", "e8", "coding"])
+    p.add_argument("--methods", nargs="*", default=["fs", "record", "record_emb", "fs_probe", "record_b", "legacy",
+                                                    "fs_lqer", "e8", "coding"])
     p.add_argument("--calib-batches", type=int, default=16)
     p.add_argument("--results", type=Path, default=RD_RESULTS)
     p.add_argument("--report", action="store_true", help="only print the table and draw the PNG")
@@ -386,10 +418,14 @@ def main(argv=None) -> int:
     if not args.report:
         for name in args.models:
             b = Bench(name, args.calib_batches, args.results)
-            runners = {"record": lambda: run_record(b, RECORD_GRID, False),
+            large = name == "large"
+            fs_bits = FS_BITS_LARGE if large else FS_BITS
+            runners = {"record": lambda: run_record(b, RECORD_GRID_LARGE if large else RECORD_GRID, False),
                        "record_b": lambda: run_record(b, RECORD_B_GRID, True),
-                       "fs": lambda: run_fs(b, FS_BITS, 0), "fs_lqer": lambda: run_fs(b, FS_BITS[1:4], 3),
-                       "legacy": lambda: run_legacy(b), "e8": lambda: run_e8(b, FS_BITS[1:5]),
+                       "record_emb": lambda: run_record(b, RECORD_EMB_GRID_LARGE if large else RECORD_EMB_GRID, False),
+                       "fs": lambda: run_fs(b, fs_bits, 0), "fs_lqer": lambda: run_fs(b, fs_bits[1:4], 3),
+                       "fs_probe": lambda: run_fs(b, fs_bits, 0, probe=True),
+                       "legacy": lambda: run_legacy(b), "e8": lambda: run_e8(b, fs_bits[1:5]),
                        "coding": lambda: run_coding_pair(b, args.results)}
             for method in args.methods:
                 runners[method]()

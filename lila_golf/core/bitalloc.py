@@ -4,11 +4,11 @@ artifact lands just under the budget.
 Sensitivity model (a Kronecker-factored second-order expansion of the training loss, from training
 batches only): for a linear layer y = W x, quantising W by dW raises the mean loss by about
 
-    dL ~ 1/(2N) * sum_r g_r * (dw_r H dw_r^T),   H = sum_t x_t x_t^T,   g_r = mean_t (N dL/dy_{t,r})^2
+    dL ~ 1/2 * sum_r g_r * (dw_r H dw_r^T),   H = mean_t x_t x_t^T,   g_r = mean_t (N dL/dy_{t,r})^2
 
-(N tokens; g_r is the empirical Fisher of output r). An embedding read by lookup has H = I and
-g_r = sum over the tokens that read row r of |N dL/de_t|^2 / cols; the tied embedding adds both
-uses. With GPTQ, dw_r H dw_r^T ~ kappa * step_r^2 / 12, kappa = sum_c 1/U_cc^2 (U the Cholesky
+(N tokens, dL/dy the gradient of their mean loss; g_r is the empirical Fisher of output r). An
+embedding read by lookup has H = I and g_r = (1/N) sum over the tokens that read row r of
+|N dL/de_t|^2 / cols; the tied embedding adds both uses. With GPTQ, dw_r H dw_r^T ~ kappa * step_r^2 / 12, kappa = sum_c 1/U_cc^2 (U the Cholesky
 factor of H^-1 in GPTQ's column order), and a row coded at step s costs ~cols * log2(sigma / s) bits.
 Minimising dL at a fixed number of bits gives every row the same slope:
 
@@ -43,7 +43,8 @@ BITALLOC_TOLERANCE = 0.002  # stop once an export lands within 0.2% under the bu
 
 def calibrate(model: nn.Module, batches, all_reduce=None) -> tuple[dict, dict]:
     """(hessians, row_weights) of every nn.Linear and nn.Embedding weight (the tied embedding's
-    Hessian from the output head's input), keyed by state_dict name, float32 on CPU. batches:
+    Hessian from the output head's input), keyed by state_dict name, float32 on CPU; H is the
+    mean of x x^T over the tokens (its scale does not matter to GPTQ). batches:
     (x, y) token tensors (B, T) from the training data. all_reduce: called on every summed
     tensor before normalising (e.g. torch.distributed.all_reduce under DDP)."""
     H, g, g_in, ctx = {}, {}, {}, {"n": 0}
@@ -120,15 +121,54 @@ def _bitalloc_acc_grad_tensor(g: dict, key: str, ctx: dict):
 def _bitalloc_row_weights(H: dict, g: dict, g_in: dict, n_total: float) -> tuple[dict, dict]:
     """Normalise to the module doc's units; lookups read through H = I, and the tied embedding's
     lookup term joins its head term as g_head + g_in * cols / kappa."""
-    hessians = {k: v.cpu() for k, v in H.items()}
+    hessians = {k: (v / n_total).cpu() for k, v in H.items()}
     weights = {k: (v / n_total).cpu() for k, v in g.items()}
     for key, v in g_in.items():
-        v = v.cpu()
+        v = (v / n_total).cpu()
         if key in weights and key in hessians:
             weights[key] = weights[key] + v * hessians[key].shape[0] / gptq_error_factor(hessians[key])
         else:
             weights[key] = v
     return hessians, weights
+
+
+@torch.no_grad()
+def probe_row_weights(model: nn.Module, batches, hessians: dict, row_weights: dict, plan: dict,
+                      seed: int = 0, clamp: float = 10.0) -> dict:
+    """Correct each tensor's row weights by a loss probe on training batches: add noise d of the
+    plan's row steps (uniform in +-step/2, like rounding error) and -d, measure the mean loss rise
+    (L(W+d) + L(W-d)) / 2 - L(W) (first-order terms cancel) and scale g by measured / predicted,
+    the prediction being the module doc's formula; factors clamped to [1/clamp, clamp]."""
+    params = dict(model.named_parameters())
+    gen = torch.Generator().manual_seed(seed)
+    n = sum(int(y.numel()) for _, y in batches)
+
+    def loss():
+        return sum(float(model(x, y)) * y.numel() for x, y in batches) / n
+    was_training = model.training
+    model.eval()
+    base, out = loss(), dict(row_weights)
+    for name, scheme in plan.items():
+        spec = parse_spec(scheme)
+        if spec["kind"] in ("float", "raw", "int8") or name not in row_weights or name not in params:
+            continue
+        w = params[name]
+        rows = w.detach().float().reshape(w.shape[0], -1).cpu()
+        step = quant_k_scale(rows, spec, row_weights[name]).float()
+        d = (torch.rand(rows.shape, generator=gen) - 0.5) * step[:, None]
+        H = hessians.get(name)
+        quad = (d * d).sum(1) if H is None else ((d @ H) * d).sum(1)
+        predicted = float((row_weights[name] * quad).sum()) / 2
+        w.add_(d.reshape(w.shape).to(w.device, w.dtype))
+        up = loss()
+        w.sub_(2 * d.reshape(w.shape).to(w.device, w.dtype))
+        down = loss()
+        w.add_(d.reshape(w.shape).to(w.device, w.dtype))
+        measured = (up + down) / 2 - base
+        factor = min(max(measured / predicted, 1 / clamp), clamp) if predicted > 0 else 1.0
+        out[name] = row_weights[name] * factor
+    model.train(was_training)
+    return out
 
 
 def gptq_error_factor(H: torch.Tensor | None, cols: int | None = None) -> float:

@@ -52,10 +52,15 @@ def record_scheme(name: str, w: torch.Tensor, k_scale: float = 1.0, bits: int = 
 
 
 def record_entries(state: dict, hessians: dict, k_scale: float = 1.0, bits: int = 6, embed_bits: int = 7,
-                   lqer_tensors: int = RECORD_LQER_TENSORS, lqer_rank: int = RECORD_LQER_RANK, small_rule=None) -> dict:
+                   lqer_tensors: int = RECORD_LQER_TENSORS, lqer_rank: int = RECORD_LQER_RANK, small_rule=None,
+                   embed_k_scale: float | None = None) -> dict:
     """Quantised entries (artifact.quantize_state's format) of a whole state dict by the record's
-    rules, LQER on the `lqer_tensors` worst quantised tensors; save_artifact(entries=...) writes them."""
-    plan = {n: record_scheme(n, w, k_scale, bits, embed_bits, small_rule=small_rule) for n, w in state.items()}
+    rules, LQER on the `lqer_tensors` worst quantised tensors; save_artifact(entries=...) writes them.
+    embed_k_scale: the embedding role's k scaled on its own (default: k_scale, like every role)."""
+    k = dict(RECORD_K)
+    if embed_k_scale is not None:
+        k["embed"] *= embed_k_scale / k_scale
+    plan = {n: record_scheme(n, w, k_scale, bits, embed_bits, k=k, small_rule=small_rule) for n, w in state.items()}
     entries = quantize_state(state, "int6_gptq", hessians, plan)
     for name in worst_tensors(state, entries, hessians, lqer_tensors):
         scheme = entries[name]["scheme"] + f"+lqer{lqer_rank}"
