@@ -21,11 +21,13 @@ import re
 import sentencepiece
 import struct
 import sys
+import tempfile
 import time
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+import warnings
 import zlib
 from dataclasses import dataclass, field, fields
 from torch.nn.parallel import DistributedDataParallel
@@ -100,7 +102,7 @@ PRESETS: dict[str, dict[str, object]] = {
         muon_momentum_warmup_steps=1500, muon_ns="polar_express", muon_row_normalize=True,
         muon_weight_decay=0.095, adam_weight_decay=0.085, scalar_weight_decay=0.02, beta2=0.99,
         grad_clip_norm=0.3, warmdown_frac=0.85, min_lr=0.1, ema_decay=0.9965,
-        quant_scheme="int6_gptq", codec="brotli", compile=True,
+        quant_scheme="int6_gptq", codec="brotli", compile=True, quant_budget_bytes=-1,
     ),
     # the March-records stack at sp1024 (the record preset before issue 17): README "Record preset size projection"
     "record_sp1024": dict(
@@ -109,7 +111,7 @@ PRESETS: dict[str, dict[str, object]] = {
         warmdown_steps=3500, val_loss_every=1000, train_log_every=100, max_wallclock_seconds=600.0,
         bigram_hash_buckets=2048, xsa_last_n=4, rope_dims=16, activation="leaky_relu2",
         ln_scale=True, smear_gate=True, value_residual=True, ema_decay=0.997,
-        quant_scheme="int6_gptq", codec="brotli", compile=True,
+        quant_scheme="int6_gptq", codec="brotli", compile=True, quant_budget_bytes=-1,
     ),
 }
 
@@ -2894,6 +2896,235 @@ def load_artifact(path, *, tokenizer_sha256: str | None = None) -> tuple[dict[st
     return state, {**header, "file_bytes": len(data), "header_bytes": end}
 
 
+BITALLOC_MIN_BYTES_SAVED = 1024  # quantise a float tensor only when that saves at least this much
+
+
+BITALLOC_CODER_SLACK = 1.01  # coded bytes / estimated bytes assumed before the first real export
+
+
+BITALLOC_ROUNDS = 4  # real exports at most (plus one to rewrite the best, if it was not the last)
+
+
+BITALLOC_TOLERANCE = 0.002  # stop once an export lands within 0.2% under the budget
+
+
+def calibrate(model: nn.Module, batches, all_reduce=None) -> tuple[dict, dict]:
+    """(hessians, row_weights) of every nn.Linear and nn.Embedding weight (the tied embedding's
+    Hessian from the output head's input), keyed by state_dict name, float32 on CPU; H is the
+    mean of x x^T over the tokens (its scale does not matter to GPTQ). batches:
+    (x, y) token tensors (B, T) from the training data. all_reduce: called on every summed
+    tensor before normalising (e.g. torch.distributed.all_reduce under DDP)."""
+    H, g, g_in, ctx = {}, {}, {}, {"n": 0}
+    hooks = []
+    for mod_name, m in model.named_modules():
+        key = f"{mod_name}.weight"
+        if isinstance(m, nn.Linear):
+            hooks.append(m.register_forward_hook(_bitalloc_acc_input(H, key)))
+            hooks.append(m.register_full_backward_hook(_bitalloc_acc_grad(g, key, ctx)))
+        elif isinstance(m, nn.Embedding):
+            hooks.append(m.register_forward_hook(lambda mod, inp, out, key=key: ctx.__setitem__(key, inp[0].reshape(-1))))
+            hooks.append(m.register_full_backward_hook(_bitalloc_acc_lookup(g_in, key, ctx, m.num_embeddings)))
+    was_training, n_total = model.training, 0
+    model.eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")  # int inputs have no grad
+            for x, y in batches:
+                ctx["n"] = y.numel()
+                n_total += y.numel()
+                _bitalloc_head_pass(model, x, y, H, g, ctx)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    n = torch.tensor(float(n_total))
+    for t in [n, *H.values(), *g.values(), *g_in.values()]:
+        if all_reduce is not None:
+            all_reduce(t)
+    return _bitalloc_row_weights(H, g, g_in, float(n))
+
+
+def _bitalloc_acc_input(H: dict, key: str):
+    def hook(module, inputs, output):
+        x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).float()  # (tokens, in)
+        H[key] = H[key] + x.T @ x if key in H else x.T @ x
+    return hook
+
+
+def _bitalloc_acc_grad(g: dict, key: str, ctx: dict):
+    def hook(module, grad_input, grad_output):
+        go = grad_output[0].detach().reshape(-1, grad_output[0].shape[-1]).float() * ctx["n"]  # per-token
+        g[key] = g[key] + go.pow(2).sum(0) if key in g else go.pow(2).sum(0)
+    return hook
+
+
+def _bitalloc_acc_lookup(g_in: dict, key: str, ctx: dict, rows: int):
+    def hook(module, grad_input, grad_output):
+        go = grad_output[0].detach().reshape(-1, grad_output[0].shape[-1]).float() * ctx["n"]
+        acc = g_in.setdefault(key, torch.zeros(rows, device=go.device))
+        acc.index_add_(0, ctx[key].to(go.device), go.pow(2).mean(1))
+    return hook
+
+
+def _bitalloc_head_pass(model, x, y, H: dict, g: dict, ctx: dict) -> None:
+    """Forward + backward of the training loss with the tied head done by hand, so that its input
+    (the normed final state) and its output gradient are seen like a linear layer's."""
+    key = "tok_emb.weight"
+    hn = rms_norm(model.hidden(x))
+    z = F.linear(hn, model.tok_emb.weight)
+    flat = hn.detach().reshape(-1, hn.shape[-1]).float()
+    H[key] = H[key] + flat.T @ flat if key in H else flat.T @ flat
+    z.register_hook(_bitalloc_acc_grad_tensor(g, key, ctx))
+    cap = model.cfg.logit_softcap
+    lm_loss(cap * torch.tanh(z / cap) if cap > 0 else z, y).backward()
+
+
+def _bitalloc_acc_grad_tensor(g: dict, key: str, ctx: dict):
+    hook = _bitalloc_acc_grad(g, key, ctx)
+    return lambda grad: hook(None, None, (grad,))
+
+
+def _bitalloc_row_weights(H: dict, g: dict, g_in: dict, n_total: float) -> tuple[dict, dict]:
+    """Normalise to the module doc's units; lookups read through H = I, and the tied embedding's
+    lookup term joins its head term as g_head + g_in * cols / kappa."""
+    hessians = {k: (v / n_total).cpu() for k, v in H.items()}
+    weights = {k: (v / n_total).cpu() for k, v in g.items()}
+    for key, v in g_in.items():
+        v = (v / n_total).cpu()
+        if key in weights and key in hessians:
+            weights[key] = weights[key] + v * hessians[key].shape[0] / gptq_error_factor(hessians[key])
+        else:
+            weights[key] = v
+    return hessians, weights
+
+
+def gptq_error_factor(H: torch.Tensor | None, cols: int | None = None) -> float:
+    """kappa: output error dw H dw^T of a row quantised by GPTQ at step s is ~ kappa * s^2 / 12
+    (sum_c 1/U_cc^2); without H (a lookup, H = I) it is the number of columns."""
+    if H is None:
+        return float(cols)
+    _, Hinv, _ = _gptq_prepare(H, H.shape[0], 0.01, True)
+    return float((1.0 / torch.diagonal(Hinv).double().pow(2)).sum())
+
+
+def plan_by_bytes(name: str, tensor: torch.Tensor, scheme: str, bits: float = 4.0,
+                  min_saved: int = BITALLOC_MIN_BYTES_SAVED) -> str:
+    """The small-tensor rule by bytes, not elements: a float tensor is quantised with `scheme` when
+    that saves at least `min_saved` bytes over fp16 at ~`bits` a weight plus a 2-byte scale per
+    row; control tensors (gains, mixes) stay fp32, non-float tensors raw, the rest fp16."""
+    if not tensor.is_floating_point():
+        return "raw"
+    if any(p in name for p in QUANT_CONTROL_PATTERNS) and tensor.ndim < 2:
+        return "fp32"
+    rows = tensor.shape[0] if tensor.ndim >= 2 else 1
+    saved = tensor.numel() * (16 - bits) / 8 - 2 * rows
+    return scheme if tensor.ndim >= 2 and saved >= min_saved else "fp16"
+
+
+def fisher_plan(state: dict, hessians: dict, row_weights: dict, mu: float, gptq: bool = True,
+                suffix: str = "", max_bits: int = 8, shape: str = "fs") -> dict:
+    """The plan at multiplier mu (module doc): per quantised tensor int{b}_fs(gptq)_k{k}{suffix},
+    k from the tensor's mean step, b the smallest width that holds the largest |w| / step_r.
+    shape "sd": the same tensor steps, rows shaped by SDClip (std) instead of by g_r."""
+    plan = {}
+    for name, w in state.items():
+        base = plan_by_bytes(name, w, "int8_fs_k1")
+        if base in QUANT_FLOAT_SCHEMES + ("raw",) or name not in row_weights:
+            plan[name] = base if name in row_weights or base != "int8_fs_k1" else "fp16"
+            continue
+        plan[name] = _bitalloc_tensor_scheme(w, hessians.get(name), row_weights[name], mu, gptq, suffix, max_bits, shape)
+    return plan
+
+
+def _bitalloc_tensor_scheme(w, H, g, mu, gptq, suffix, max_bits, shape) -> str:
+    rows = w.detach().float().reshape(w.shape[0], -1)
+    kappa = gptq_error_factor(H, rows.shape[1])
+    g_mean = max(float(g.double().mean()), 1e-30)
+    step = math.sqrt(mu / (g_mean * kappa))  # the mean row's step
+    sigma = max(float(rows.std(correction=0)), 1e-12)
+    method = shape + ("gptq" if gptq and H is not None else "")
+    base = quant_k_base(rows, {"kind": method}, g).double().clamp_min(1e-30)
+    ratio = rows.abs().amax(1).double() / base  # per row: the k at which that row stops clipping
+    for bits in range(2, max_bits + 1):
+        k = _bitalloc_round_k(step * (2 ** (bits - 1) - 1) / sigma)
+        # the narrowest width at which (nearly) every row fits: fs widens the few that do not; sd,
+        # which clips instead, only takes a width where none does
+        fits = float((ratio <= k).double().mean()) >= (0.99 if shape == "fs" else 1.0)
+        if fits or bits == max_bits:
+            if shape == "sd":
+                k = max(k, _bitalloc_round_k(float(ratio.max()) * 1.001))
+            return f"int{bits}_{method}_k{np.format_float_positional(k, trim='-')}{suffix}"
+
+
+def _bitalloc_round_k(k: float) -> float:
+    """k to 4 significant digits, as the scheme string will carry it."""
+    return float(np.format_float_positional(k, precision=4, unique=False, fractional=False, trim="-"))
+
+
+def estimate_bytes(state: dict, plan: dict, row_weights: dict) -> float:
+    """Fast size estimate of a plan: round-to-nearest symbols at each tensor's scales, their
+    zero-order entropy per tensor, 2 bytes a scale, fp16/fp32 tensors at full size."""
+    total = 0.0
+    for name, w in state.items():
+        spec = parse_spec(plan[name])
+        if spec["kind"] in ("float", "raw"):
+            total += w.numel() * (4 if plan[name] == "fp32" else 2 if spec["kind"] == "float" else w.element_size())
+            continue
+        rows = w.detach().float().reshape(w.shape[0], -1)
+        s = quant_k_scale(rows, spec, row_weights.get(name)).float()
+        qmax = 2 ** (spec["bits"] - 1) - 1
+        q = torch.clamp(torch.round(rows / s[:, None]), -qmax, qmax).to(torch.int64).numpy()
+        counts = np.bincount((q + qmax).ravel())
+        p = counts[counts > 0] / q.size
+        total += float(-(counts[counts > 0] * np.log2(p)).sum()) / 8 + 2 * rows.shape[0]
+    return total
+
+
+def allocate(state: dict, hessians: dict, row_weights: dict, budget_bytes: int, export,
+             mu_range=(1e-12, 1e2), gptq: bool = True, suffix: str = "", shape: str = "fs") -> tuple[dict, int]:
+    """The plan (fisher_plan) whose export fits budget_bytes most tightly: bisection on log(mu)
+    over the estimate times the coded/estimated ratio of the last real export; `export(plan)`
+    writes the artifact and returns its bytes. Returns (plan, bytes) of the best export that fits;
+    raises ValueError when even the coarsest plan does not fit."""
+    ratio, best, last = BITALLOC_CODER_SLACK, None, None
+    lo, hi = math.log(mu_range[0]), math.log(mu_range[1])
+    for _ in range(BITALLOC_ROUNDS):
+        def fits(log_mu):
+            plan = fisher_plan(state, hessians, row_weights, math.exp(log_mu), gptq, suffix, shape=shape)
+            return estimate_bytes(state, plan, row_weights) * ratio <= budget_bytes
+        plan = fisher_plan(state, hessians, row_weights, math.exp(_bitalloc_bisect(fits, lo, hi)), gptq, suffix, shape=shape)
+        if last is not None and plan == last[0]:
+            break  # the same plan again (e.g. every tensor already at its widest): nothing more to try
+        last = (plan, export(plan))
+        if last[1] <= budget_bytes and (best is None or last[1] > best[1]):
+            best = last
+        if best is not None and best[1] >= (1 - BITALLOC_TOLERANCE) * budget_bytes:
+            break
+        # the coded size over the estimate, a hair more when it overshot: the next target
+        ratio = last[1] / estimate_bytes(state, plan, row_weights) * (1.002 if last[1] > budget_bytes else 1.0)
+    if best is None:
+        raise ValueError(f"no plan fits {budget_bytes} bytes (the last try took {last[1]} bytes)")
+    if best is not last:
+        export(best[0])  # leave the chosen artifact as the last one written
+    return best
+
+
+def budget_bytes(code_bytes: int, margin: int, limit: int = ARTIFACT_LIMIT_BYTES) -> int:
+    """The model's byte budget: the challenge limit minus the code that counts minus a margin."""
+    return limit - code_bytes - margin
+
+
+def _bitalloc_bisect(fits, lo: float, hi: float, steps: int = 30) -> float:
+    """Smallest log(mu) in [lo, hi] for which fits() holds (fits is monotone in mu)."""
+    if fits(lo):
+        return lo
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (lo, mid) if fits(mid) else (mid, hi)
+    return hi
+
+
 GPTQ_RESERVE_MARGIN = 1.25  # the estimate's safety factor: solve times vary with the weights
 
 
@@ -2901,13 +3132,23 @@ def uses_gptq(hp) -> bool:
     return hp.quant_scheme.endswith("_gptq")
 
 
-def calibration_batches(hp, device, count: int | None = None) -> list[torch.Tensor]:
-    """The first `count` (GPTQ_CALIB_BATCHES) micro-batches of the training stream, identical on
-    every rank and at every world size: training data only, never validation."""
+def calibration_pairs(hp, device, count: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first `count` (GPTQ_CALIB_BATCHES) micro-batches (inputs, targets) of the training stream,
+    identical on every rank and at every world size: training data only, never validation."""
     loader = DistributedTokenLoader(shard_file(hp.data_path, "train"), 0, 1, hp.vocab_size)
     count = hp.gptq_calib_batches if count is None else count
-    return [loader.next_batch(hp.train_batch_tokens, hp.train_seq_len, hp.grad_accum_total)[0].to(device)
-            for _ in range(count)]
+    pairs = [loader.next_batch(hp.train_batch_tokens, hp.train_seq_len, hp.grad_accum_total) for _ in range(count)]
+    return [(x.to(device), y.to(device)) for x, y in pairs]
+
+
+def calibration_batches(hp, device, count: int | None = None) -> list[torch.Tensor]:
+    """The inputs of calibration_pairs (what GPTQ's Hessians need)."""
+    return [x for x, _ in calibration_pairs(hp, device, count)]
+
+
+def uses_budget(hp) -> bool:
+    """QUANT_BUDGET_BYTES set: the export allocates bits per tensor under a byte budget (bitalloc)."""
+    return hp.quant_budget_bytes != 0
 
 
 def gptq_cost(tensor: torch.Tensor) -> int:
@@ -2944,11 +3185,14 @@ def entry_from_bytes(data: bytes) -> dict:
     return {**meta, "arrays": arrays}
 
 
-def quantize_state_across_ranks(state: dict, scheme: str, hessians: dict | None, device) -> dict[str, dict]:
-    """quantize_state, each rank solving its share; every rank returns all entries, in state order."""
+def quantize_state_across_ranks(state: dict, scheme: str, hessians: dict | None, device, plan=None,
+                                row_weights: dict | None = None) -> dict[str, dict]:
+    """quantize_state (with its plan and row weights), each rank solving its share; every rank
+    returns all entries, in state order."""
     rank, world = rank_and_world()
     owners = assign_owners(state, world)
-    local = quantize_state({n: t for n, t in state.items() if owners[n] == rank}, scheme, hessians, device=device)
+    local = quantize_state({n: t for n, t in state.items() if owners[n] == rank}, scheme, hessians, plan=plan,
+                           device=device, row_weights=row_weights)
     if world == 1:
         return local
     return {n: entry_from_bytes(broadcast_bytes(entry_to_bytes(local[n]) if owners[n] == rank else None, owners[n]))
@@ -2964,25 +3208,42 @@ def _sync(device) -> float:
 def estimate_gptq_ms(model, hp, device) -> dict:
     """Time one calibration batch's Hessians and the solve of the largest GPTQ matrix on this
     device; project calibration + this rank's share of the solves; the max over ranks, times
-    GPTQ_RESERVE_MARGIN. Uses the initial weights (the cost does not depend on their values)."""
-    state = {k: v.detach() for k, v in model.state_dict().items()}
-    gptq = {n: t for n, t in state.items() if t.ndim == 2 and default_plan(n, t, hp.quant_scheme).endswith("_gptq")}
+    GPTQ_RESERVE_MARGIN. Uses the initial weights (the cost does not depend on their values).
+    Under a byte budget (QUANT_BUDGET_BYTES) the calibration adds a backward pass (3x a forward)
+    and up to BITALLOC_ROUNDS + 1 exports each solve and code the model (the coding time scaled
+    from the largest matrix's by parameter count)."""
+    state, budget = {k: v.detach() for k, v in model.state_dict().items()}, uses_budget(hp)
+    scheme = hp.quant_scheme if uses_gptq(hp) else "int6_gptq"  # the budget's plans solve with GPTQ too
+    gptq = {n: t for n, t in state.items() if t.ndim == 2 and default_plan(n, t, scheme).endswith("_gptq")}
     t0 = _sync(device)
     hessians = collect_hessians(model, calibration_batches(hp, device, count=1))
     t1 = _sync(device)
     largest = max(gptq, key=lambda n: (gptq_cost(gptq[n]), n)) if gptq else None
+    entry = None
     if largest is not None and largest in hessians:
-        quantize_tensor(gptq[largest].float().cpu(), default_plan(largest, gptq[largest], hp.quant_scheme),
-                        H=hessians[largest], device=device)
+        entry = quantize_tensor(gptq[largest].float().cpu(), default_plan(largest, gptq[largest], scheme),
+                                H=hessians[largest], device=device)
     t2 = _sync(device)
     rank, world = rank_and_world()
     owners = assign_owners(state, world)
     share = sum(gptq_cost(t) for n, t in gptq.items() if owners[n] == rank) / max(gptq_cost(gptq[largest]), 1) if gptq else 0
-    ms = torch.tensor([GPTQ_RESERVE_MARGIN * 1000 * (hp.gptq_calib_batches * (t1 - t0) + share * (t2 - t1))],
-                      dtype=torch.float64)
+    code_ms = _coding_ms(largest, entry, hp) * sum(t.numel() for t in state.values()) / gptq[largest].numel() \
+        if budget and entry is not None else 0.0
+    rounds, calib = (BITALLOC_ROUNDS + 1, 3) if budget else (1, 1)
+    ms = torch.tensor([GPTQ_RESERVE_MARGIN * (1000 * (hp.gptq_calib_batches * calib * (t1 - t0) + rounds * share * (t2 - t1))
+                                              + rounds * code_ms)], dtype=torch.float64)
     all_reduce_(ms, op="max")
     return {"reserve_ms": float(ms.item()), "hessian_batch_ms": 1000 * (t1 - t0), "solve_largest_ms": 1000 * (t2 - t1),
-            "solve_share": share, "gptq_tensors": len(gptq)}
+            "solve_share": share, "gptq_tensors": len(gptq), "code_ms": code_ms, "rounds": rounds}
+
+
+def _coding_ms(name: str, entry: dict, hp) -> float:
+    """Milliseconds to code and write one quantised tensor with the run's codec (a scratch file)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        t0 = time.perf_counter()
+        save_artifact(os.path.join(scratch, "probe.lgz"), {}, model_config={}, tokenizer_sha256="",
+                      scheme=hp.quant_scheme, codec=hp.codec, entries={name: entry})
+        return 1000 * (time.perf_counter() - t0)
 
 
 def _holds(path: str, data: bytes) -> bool:
@@ -4705,6 +4966,29 @@ def calibrate_and_quantize(model, hp, device, log) -> tuple[dict, float]:
     return entries, gptq_ms
 
 
+def export_under_budget(model, hp, device, log, code_len: int, write) -> float:
+    """QUANT_BUDGET_BYTES: bits, clip and row shape per tensor from measured sensitivities on training
+    batches (bitalloc.calibrate), exported until the artifact lands just under the budget
+    (bitalloc.allocate); calibration, solves and coding all inside the clock. write(entries) writes
+    the artifact and returns its bytes (the same on every rank). Returns the milliseconds taken."""
+    state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+    budget = hp.quant_budget_bytes if hp.quant_budget_bytes > 0 else budget_bytes(code_len, hp.quant_budget_margin)
+    t0 = time.perf_counter()
+    hessians, row_weights = calibrate(model, calibration_pairs(hp, device))
+    rounds = []
+
+    def export(plan):
+        rounds.append(write(quantize_state_across_ranks(state, hp.quant_scheme, hessians, device, plan, row_weights)))
+        return rounds[-1]
+
+    plan, chosen = allocate(state, hessians, row_weights, budget, export)
+    ms = 1000 * (time.perf_counter() - t0)
+    widths = sorted({parse_spec(s)["bits"] for s in plan.values() if parse_spec(s)["kind"] not in ("float", "raw")})
+    log(f"quant_budget budget_bytes:{budget} model_bytes:{chosen} exports:{','.join(map(str, rounds))} "
+        f"widths:{','.join(map(str, widths))} gptq_time_ms:{ms:.0f}")
+    return ms
+
+
 def log_time_budget(log, hp, train_time_ms: float, gptq_ms: float) -> bool:
     """train + GPTQ against the cap; True when within it (or uncapped)."""
     cap_ms = 1000 * hp.max_wallclock_seconds
@@ -4739,9 +5023,18 @@ def export_and_roundtrip(trainer, hp, denv, device, autocast, val, log, run_dir,
     """Quantise + code the final weights, reload them from disk into a fresh model, re-evaluate.
     Exit status 1 when the artifact is over 16,000,000 bytes or train + GPTQ time is over the cap."""
     artifact_path = os.path.join(run_dir, f"final_model.{hp.quant_scheme}.{hp.codec}.lgz")
-    entries, gptq_ms = calibrate_and_quantize(trainer.model, hp, device, log)
-    time_valid = log_time_budget(log, hp, train_time_ms, gptq_ms)
-    write_artifact(artifact_path, entries, trainer.model, hp, denv, tok_sha, log)
+
+    def write(entries) -> int:
+        write_artifact(artifact_path, entries, trainer.model, hp, denv, tok_sha, log)
+        return os.path.getsize(artifact_path)
+
+    if uses_budget(hp):  # the artifact is written by the allocation's last export
+        gptq_ms = export_under_budget(trainer.model, hp, device, log, len(code_bytes), write)
+        time_valid = log_time_budget(log, hp, train_time_ms, gptq_ms)
+    else:
+        entries, gptq_ms = calibrate_and_quantize(trainer.model, hp, device, log)
+        time_valid = log_time_budget(log, hp, train_time_ms, gptq_ms)
+        write(entries)
     t_decode = time.perf_counter()  # the eval clock starts at the artifact's decode
     state, header = load_artifact(artifact_path, tokenizer_sha256=tok_sha)
     fresh = GPT(GPTConfig(**header["model_config"])).to(device)
@@ -4808,14 +5101,15 @@ def resume_or_warm_up(trainer, hp, denv, ckpt_path, log) -> tuple[int, float]:
 
 def gptq_reserve_ms(model, hp, device, log) -> float:
     """Clock kept back for calibration + solve: GPTQ_RESERVE_SECONDS, or the timed estimate."""
-    if not uses_gptq(hp) or hp.max_wallclock_seconds <= 0:
+    if not (uses_gptq(hp) or uses_budget(hp)) or hp.max_wallclock_seconds <= 0:
         return 0.0
     if hp.gptq_reserve_seconds >= 0:
         log(f"gptq_reserve_ms:{1000 * hp.gptq_reserve_seconds:.0f} source:GPTQ_RESERVE_SECONDS")
         return 1000 * hp.gptq_reserve_seconds
     est = estimate_gptq_ms(model, hp, device)
     log(f"gptq_reserve_ms:{est['reserve_ms']:.0f} source:estimate hessian_batch_ms:{est['hessian_batch_ms']:.1f} "
-        f"solve_largest_ms:{est['solve_largest_ms']:.1f} solve_share:{est['solve_share']:.2f} gptq_tensors:{est['gptq_tensors']}")
+        f"solve_largest_ms:{est['solve_largest_ms']:.1f} solve_share:{est['solve_share']:.2f} gptq_tensors:{est['gptq_tensors']} "
+        f"code_ms:{est['code_ms']:.0f} rounds:{est['rounds']}")
     return est["reserve_ms"]
 
 

@@ -76,6 +76,22 @@ def test_gptq_is_reserved_inside_the_clock(tmp_path, mini_data, sp1024_model):
     assert m and int(m.group(3)) == pytest.approx(int(m.group(1)) + int(m.group(2)), abs=1)
 
 
+def test_budget_driven_export_lands_under_the_budget_inside_the_clock(tmp_path, mini_data, sp1024_model):
+    """QUANT_BUDGET_BYTES (the record presets use -1: 16 MB minus code minus margin): a budget that forces
+    cuts below uniform int6's 235 KB; the reserve counts the allocation's rounds and coding."""
+    env = {"QUANT_SCHEME": "int6_gptq", "QUANT_BUDGET_BYTES": "60000", "ITERATIONS": "6", "VAL_MAX_TOKENS": "4096",
+           "MAX_WALLCLOCK_SECONDS": "300"}
+    proc, log = run_script(tmp_path, mini_data, sp1024_model, env, run_id="budget")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert re.search(r"gptq_reserve_ms:\S+ source:estimate .* code_ms:\d+ rounds:5", log)
+    m = re.search(r"quant_budget budget_bytes:60000 model_bytes:(\d+) exports:(\S+) widths:(\S+)", log)
+    assert m and int(m.group(1)) <= 60000 and int(m.group(1)) > 0.99 * 60000  # just under the budget
+    assert int(m.group(1)) in map(int, m.group(2).split(",")) and min(map(int, m.group(3).split(","))) < 6
+    assert f"bytes_model:{m.group(1)} " in log and "artifact_valid:true" in log and "time_valid:true" in log
+    for preset in ("record", "record_sp1024"):
+        assert Hyperparameters.from_env({"PRESET": preset}).quant_budget_bytes == -1
+
+
 def test_over_the_cap_still_writes_the_artifact_and_exits_1(tmp_path, mini_data, sp1024_model):
     env = {**GPTQ_ENV, "MAX_WALLCLOCK_SECONDS": "0.001", "GPTQ_RESERVE_SECONDS": "0"}
     proc, log = run_script(tmp_path, mini_data, sp1024_model, env, run_id="over")

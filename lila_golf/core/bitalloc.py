@@ -266,6 +266,8 @@ def allocate(state: dict, hessians: dict, row_weights: dict, budget_bytes: int, 
             plan = fisher_plan(state, hessians, row_weights, math.exp(log_mu), gptq, suffix, shape=shape)
             return estimate_bytes(state, plan, row_weights) * ratio <= budget_bytes
         plan = fisher_plan(state, hessians, row_weights, math.exp(_bitalloc_bisect(fits, lo, hi)), gptq, suffix, shape=shape)
+        if last is not None and plan == last[0]:
+            break  # the same plan again (e.g. every tensor already at its widest): nothing more to try
         last = (plan, export(plan))
         if last[1] <= budget_bytes and (best is None or last[1] > best[1]):
             best = last

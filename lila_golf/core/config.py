@@ -82,7 +82,7 @@ PRESETS: dict[str, dict[str, object]] = {
         muon_momentum_warmup_steps=1500, muon_ns="polar_express", muon_row_normalize=True,
         muon_weight_decay=0.095, adam_weight_decay=0.085, scalar_weight_decay=0.02, beta2=0.99,
         grad_clip_norm=0.3, warmdown_frac=0.85, min_lr=0.1, ema_decay=0.9965,
-        quant_scheme="int6_gptq", codec="brotli", compile=True,
+        quant_scheme="int6_gptq", codec="brotli", compile=True, quant_budget_bytes=-1,
     ),
     # the March-records stack at sp1024 (the record preset before issue 17): README "Record preset size projection"
     "record_sp1024": dict(
@@ -91,7 +91,7 @@ PRESETS: dict[str, dict[str, object]] = {
         warmdown_steps=3500, val_loss_every=1000, train_log_every=100, max_wallclock_seconds=600.0,
         bigram_hash_buckets=2048, xsa_last_n=4, rope_dims=16, activation="leaky_relu2",
         ln_scale=True, smear_gate=True, value_residual=True, ema_decay=0.997,
-        quant_scheme="int6_gptq", codec="brotli", compile=True,
+        quant_scheme="int6_gptq", codec="brotli", compile=True, quant_budget_bytes=-1,
     ),
 }
 

@@ -31,10 +31,11 @@ from .artifact import load_artifact, read_artifact_header, save_artifact
 from .telemetry import weight_telemetry
 from .checkpoint import flatten_optimizer_state, parse_checkpoint, save_checkpoint, unflatten_optimizer_state
 from .collectives import all_reduce_, barrier, broadcast_bytes, init_distributed, shutdown_distributed
-from .export import calibration_batches, estimate_gptq_ms, quantize_state_across_ranks, share_artifact, uses_gptq
+from .bitalloc import allocate, budget_bytes, calibrate
+from .export import calibration_batches, calibration_pairs, estimate_gptq_ms, quantize_state_across_ranks, share_artifact, uses_budget, uses_gptq
 from .evaluate import eval_val_plain
 from .final_eval import final_evaluation
-from .quant import collect_hessians
+from .quant import collect_hessians, parse_spec
 
 
 
@@ -313,6 +314,29 @@ def calibrate_and_quantize(model, hp, device, log) -> tuple[dict, float]:
     return entries, gptq_ms
 
 
+def export_under_budget(model, hp, device, log, code_len: int, write) -> float:
+    """QUANT_BUDGET_BYTES: bits, clip and row shape per tensor from measured sensitivities on training
+    batches (bitalloc.calibrate), exported until the artifact lands just under the budget
+    (bitalloc.allocate); calibration, solves and coding all inside the clock. write(entries) writes
+    the artifact and returns its bytes (the same on every rank). Returns the milliseconds taken."""
+    state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+    budget = hp.quant_budget_bytes if hp.quant_budget_bytes > 0 else budget_bytes(code_len, hp.quant_budget_margin)
+    t0 = time.perf_counter()
+    hessians, row_weights = calibrate(model, calibration_pairs(hp, device))
+    rounds = []
+
+    def export(plan):
+        rounds.append(write(quantize_state_across_ranks(state, hp.quant_scheme, hessians, device, plan, row_weights)))
+        return rounds[-1]
+
+    plan, chosen = allocate(state, hessians, row_weights, budget, export)
+    ms = 1000 * (time.perf_counter() - t0)
+    widths = sorted({parse_spec(s)["bits"] for s in plan.values() if parse_spec(s)["kind"] not in ("float", "raw")})
+    log(f"quant_budget budget_bytes:{budget} model_bytes:{chosen} exports:{','.join(map(str, rounds))} "
+        f"widths:{','.join(map(str, widths))} gptq_time_ms:{ms:.0f}")
+    return ms
+
+
 def log_time_budget(log, hp, train_time_ms: float, gptq_ms: float) -> bool:
     """train + GPTQ against the cap; True when within it (or uncapped)."""
     cap_ms = 1000 * hp.max_wallclock_seconds
@@ -347,9 +371,18 @@ def export_and_roundtrip(trainer, hp, denv, device, autocast, val, log, run_dir,
     """Quantise + code the final weights, reload them from disk into a fresh model, re-evaluate.
     Exit status 1 when the artifact is over 16,000,000 bytes or train + GPTQ time is over the cap."""
     artifact_path = os.path.join(run_dir, f"final_model.{hp.quant_scheme}.{hp.codec}.lgz")
-    entries, gptq_ms = calibrate_and_quantize(trainer.model, hp, device, log)
-    time_valid = log_time_budget(log, hp, train_time_ms, gptq_ms)
-    write_artifact(artifact_path, entries, trainer.model, hp, denv, tok_sha, log)
+
+    def write(entries) -> int:
+        write_artifact(artifact_path, entries, trainer.model, hp, denv, tok_sha, log)
+        return os.path.getsize(artifact_path)
+
+    if uses_budget(hp):  # the artifact is written by the allocation's last export
+        gptq_ms = export_under_budget(trainer.model, hp, device, log, len(code_bytes), write)
+        time_valid = log_time_budget(log, hp, train_time_ms, gptq_ms)
+    else:
+        entries, gptq_ms = calibrate_and_quantize(trainer.model, hp, device, log)
+        time_valid = log_time_budget(log, hp, train_time_ms, gptq_ms)
+        write(entries)
     t_decode = time.perf_counter()  # the eval clock starts at the artifact's decode
     state, header = load_artifact(artifact_path, tokenizer_sha256=tok_sha)
     fresh = GPT(GPTConfig(**header["model_config"])).to(device)
@@ -416,14 +449,15 @@ def resume_or_warm_up(trainer, hp, denv, ckpt_path, log) -> tuple[int, float]:
 
 def gptq_reserve_ms(model, hp, device, log) -> float:
     """Clock kept back for calibration + solve: GPTQ_RESERVE_SECONDS, or the timed estimate."""
-    if not uses_gptq(hp) or hp.max_wallclock_seconds <= 0:
+    if not (uses_gptq(hp) or uses_budget(hp)) or hp.max_wallclock_seconds <= 0:
         return 0.0
     if hp.gptq_reserve_seconds >= 0:
         log(f"gptq_reserve_ms:{1000 * hp.gptq_reserve_seconds:.0f} source:GPTQ_RESERVE_SECONDS")
         return 1000 * hp.gptq_reserve_seconds
     est = estimate_gptq_ms(model, hp, device)
     log(f"gptq_reserve_ms:{est['reserve_ms']:.0f} source:estimate hessian_batch_ms:{est['hessian_batch_ms']:.1f} "
-        f"solve_largest_ms:{est['solve_largest_ms']:.1f} solve_share:{est['solve_share']:.2f} gptq_tensors:{est['gptq_tensors']}")
+        f"solve_largest_ms:{est['solve_largest_ms']:.1f} solve_share:{est['solve_share']:.2f} gptq_tensors:{est['gptq_tensors']} "
+        f"code_ms:{est['code_ms']:.0f} rounds:{est['rounds']}")
     return est["reserve_ms"]
 
 
