@@ -387,7 +387,10 @@ def plot(rows: list[dict], models, path: Path) -> None:
         mine = [r for r in rows if r["model"] == model and r["method"] != "coding"]
         for method in sorted({r["method"] for r in mine}):
             pts = sorted((r["bits_per_param"], r["gap"]) for r in mine if r["method"] == method)
-            ax.plot([p[0] for p in pts], [max(p[1], 1e-5) for p in pts], "o-", label=method, ms=4)
+            front = [p for p in pts if not any(q[0] <= p[0] and q[1] < p[1] for q in pts)]  # the Pareto front
+            line, = ax.plot([p[0] for p in front], [max(p[1], 1e-5) for p in front], "o-", label=method, ms=4)
+            rest = [p for p in pts if p not in front]  # dominated settings: dots only
+            ax.plot([p[0] for p in rest], [max(p[1], 1e-5) for p in rest], ".", color=line.get_color(), alpha=0.5)
         ax.set_yscale("log")
         ax.set_xlabel("whole-model-file bits per parameter")
         ax.set_ylabel("roundtrip val_bpb gap vs float (log)")
