@@ -14,7 +14,7 @@ from reference.make_reference import REFERENCE, REFERENCE_RUNS, run_reference
 
 # budgets, stated in the README; raise one only with a reason written there
 COMPLETE_MAX_LINES, COMPLETE_MAX_BYTES = 5_500, 275_000
-RECORD_MAX_LINES, RECORD_MAX_BYTES, RECORD_MAX_PACKED = 4_000, 205_000, 46_000
+RECORD_MAX_LINES, RECORD_MAX_BYTES, RECORD_MAX_PACKED = 4_300, 225_000, 50_000
 
 
 def top_level_defs(tree: ast.Module) -> dict[str, ast.stmt]:
