@@ -139,7 +139,7 @@ def prepare(job: dict, seconds: float, bundle: str) -> tuple[list[str], dict, Pa
         subprocess.run([sys.executable, str(OFFICIAL / "cpu_patch.py"), str(script)], check=True)
         log = run_dir / "logs" / "train.txt"
     else:
-        script.write_text(bundle, encoding="utf-8")
+        script.write_text(job.get("script_text") or bundle, encoding="utf-8")
         env.update(OUT_DIR=str(run_dir.parent), RUN_ID=run_dir.name)
         log = run_dir / "train.log"
     return [sys.executable, str(script)], env, log
@@ -228,6 +228,10 @@ def run(args) -> int:
         raise SystemExit("--regime steps goes with --iterations N (and only it)")
     groups = plan(args.rows, args.seeds, args.regime, Path(args.out), args.tag, args.parallel)
     bundle = build_file(None, False, False)
+    if args.submitted:  # our rows run the file a record submits (packed, minified), built now
+        from lila_golf.tools.demo import submission_file
+        for job in (j for g in groups for j in g if j["script"] == "ours"):
+            job.update(script_text=submission_file(job["env"]), submitted=True)
     if args.iterations:  # a fixed number of steps, no wall clock: the lr warmdown counts steps
         cuda = args.cuda and __import__("torch").cuda.is_available()
         for job in (j for g in groups for j in g):  # a row may set its own ITERATIONS
@@ -253,7 +257,7 @@ def run(args) -> int:
                            pair=[j["row"] for j in group if j is not job])
         with open(results, "a") as f:
             for job in group:
-                f.write(json.dumps(job) + "\n")
+                f.write(json.dumps({k: v for k, v in job.items() if k != "script_text"}) + "\n")
         for job in (j for j in group if "error" not in j):
             print(f"{job['regime']} {job['row']} s{job['seed']} core:{job['core']} val_bpb_trunc:{job['val_bpb_trunc']:.4f} "
                   f"steps:{job['steps']} tok/s:{job['tokens_per_s']:.0f} load:{job['load_start']} -> {job['load_end']}", flush=True)
@@ -323,6 +327,8 @@ def main(argv=None) -> int:
     r.add_argument("--rows", nargs="+", default=["official", "parity"])
     r.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
     r.add_argument("--seconds", type=float, default=600.0)
+    r.add_argument("--submitted", action="store_true",
+                   help="our rows run the file a record submits (the preset's record file, packed and minified)")
     r.add_argument("--tag", required=True, help="names this experiment in the results file")
     r.add_argument("--out", default=str(REPO / "runs" / "parity"))
     q = sub.add_parser("report")
