@@ -18,7 +18,7 @@ import torch.distributed as dist
 
 import lila_golf.core.collectives as collectives
 from lila_golf.core.config import Hyperparameters
-from lila_golf.core.train import build_model, calibrate_and_quantize, write_artifact, RunLog
+from lila_golf.core.train import build_model, calibrate_and_quantize, float_cpu_state, write_artifact, RunLog
 from lila_golf.core.config import dist_env
 
 PLACED = set()  # ids of tensors the collectives helper put on the backend's device
@@ -58,8 +58,9 @@ def main() -> int:
     rank_dir = os.path.join(out_dir, f"rank{denv.rank}")
     os.makedirs(rank_dir, exist_ok=True)
     log = RunLog(os.path.join(rank_dir, "log.txt"), True)
-    entries, gptq_ms = calibrate_and_quantize(model, hp, torch.device("cpu"), log)
-    write_artifact(os.path.join(rank_dir, "final.lgz"), entries, model, hp, denv, "0" * 64, log)
+    state = float_cpu_state(model)
+    entries, gptq_ms = calibrate_and_quantize(model, state, hp, torch.device("cpu"), log)
+    write_artifact(os.path.join(rank_dir, "final.lgz"), entries, state, hp, denv, "0" * 64, log)
     if denv.distributed:
         dist.destroy_process_group()
     return 0

@@ -36,14 +36,15 @@ def test_nccl_refuses_cpu_tensors_and_the_helpers_move_them(nccl_group):
 def test_gptq_export_on_the_gpu_under_nccl(nccl_group, tmp_path, mini_data, sp1024_model):
     from lila_golf.core.artifact import load_artifact
     from lila_golf.core.config import Hyperparameters, dist_env
-    from lila_golf.core.train import RunLog, build_model, calibrate_and_quantize, write_artifact
+    from lila_golf.core.train import RunLog, build_model, calibrate_and_quantize, float_cpu_state, write_artifact
     hp = Hyperparameters.from_env({"PRESET": "test", "DATA_PATH": str(mini_data), "TOKENIZER_PATH": str(sp1024_model),
                                    "MODEL_DIM": "256", "NUM_LAYERS": "2", "QUANT_SCHEME": "int6_gptq", "CODEC": "brotli"})
     device = torch.device("cuda", 0)
     model = build_model(hp, device)
     log = RunLog(str(tmp_path / "log.txt"), True)
-    entries, gptq_ms = calibrate_and_quantize(model, hp, device, log)
-    write_artifact(str(tmp_path / "a.lgz"), entries, model, hp, dist_env({}), "0" * 64, log)
+    state = float_cpu_state(model)
+    entries, gptq_ms = calibrate_and_quantize(model, state, hp, device, log)
+    write_artifact(str(tmp_path / "a.lgz"), entries, state, hp, dist_env({}), "0" * 64, log)
     state, _ = load_artifact(str(tmp_path / "a.lgz"))
     assert gptq_ms > 0 and any(e["scheme"] == "int6_gptq" for e in entries.values())
     assert set(state) == set(model.state_dict())

@@ -299,10 +299,15 @@ def load_validation(hp, sp_tables, log) -> dict:
     return {"tokens": tokens, "bytes": n_bytes, "tables": sp_tables}
 
 
-def calibrate_and_quantize(model, hp, device, log) -> tuple[dict, float]:
-    """GPTQ calibration (training batches) + the solve, split across ranks; inside the clock.
-    Returns (quantize_state entries, gptq_time_ms); without GPTQ the plain quantisation, untimed."""
-    state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+def float_cpu_state(model) -> dict:
+    """The model's weights as float32 CPU tensors: what every export step reads."""
+    return {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+
+
+def calibrate_and_quantize(model, state, hp, device, log) -> tuple[dict, float]:
+    """GPTQ calibration (training batches) + the solve of `state` (the model's float CPU weights),
+    split across ranks; inside the clock. Returns (quantize_state entries, gptq_time_ms); without
+    GPTQ the plain quantisation, untimed."""
     t0 = time.perf_counter()
     hessians = collect_hessians(model, calibration_batches(hp, device)) if uses_gptq(hp) else None
     entries = quantize_state_across_ranks(state, hp.quant_scheme, hessians, device)
@@ -314,12 +319,11 @@ def calibrate_and_quantize(model, hp, device, log) -> tuple[dict, float]:
     return entries, gptq_ms
 
 
-def export_under_budget(model, hp, device, log, code_len: int, write) -> float:
+def export_under_budget(model, state, hp, device, log, code_len: int, write) -> float:
     """QUANT_BUDGET_BYTES: bits, clip and row shape per tensor from measured sensitivities on training
     batches (bitalloc.calibrate), exported until the artifact lands just under the budget
     (bitalloc.allocate); calibration, solves and coding all inside the clock. write(entries) writes
     the artifact and returns its bytes (the same on every rank). Returns the milliseconds taken."""
-    state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
     budget = hp.quant_budget_bytes if hp.quant_budget_bytes > 0 else budget_bytes(code_len, hp.quant_budget_margin)
     t0 = time.perf_counter()
     hessians, row_weights = calibrate(model, calibration_pairs(hp, device))
@@ -331,7 +335,8 @@ def export_under_budget(model, hp, device, log, code_len: int, write) -> float:
 
     plan, chosen = allocate(state, hessians, row_weights, budget, export)
     ms = 1000 * (time.perf_counter() - t0)
-    widths = sorted({parse_spec(s)["bits"] for s in plan.values() if parse_spec(s)["kind"] not in ("float", "raw")})
+    specs = [parse_spec(scheme) for scheme in plan.values()]
+    widths = sorted({spec["bits"] for spec in specs if spec["kind"] not in ("float", "raw")})
     log(f"quant_budget budget_bytes:{budget} model_bytes:{chosen} exports:{','.join(map(str, rounds))} "
         f"widths:{','.join(map(str, widths))} gptq_time_ms:{ms:.0f}")
     return ms
@@ -349,13 +354,10 @@ def log_time_budget(log, hp, train_time_ms: float, gptq_ms: float) -> bool:
     return True
 
 
-def write_artifact(path, state_entries, model, hp, denv, tok_sha, log) -> None:
+def write_artifact(path, state_entries, state, hp, denv, tok_sha, log) -> None:
     """Rank 0 codes and writes the artifact; every rank then holds the same file (as bytes)."""
     if denv.rank == 0:
-        state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
         config = artifact_model_config(GPTConfig.from_hparams(hp))
-        if hp.save_float_weights:  # not part of the artifact: for quantisation studies
-            save_checkpoint(os.path.join(os.path.dirname(path), "final_weights.lgck"), state, {"model_config": config})
         t0 = time.perf_counter()
         save_artifact(path, state, model_config=config, tokenizer_sha256=tok_sha, scheme=hp.quant_scheme,
                       codec=hp.codec, entries=state_entries)
@@ -371,16 +373,20 @@ def export_and_roundtrip(trainer, hp, denv, device, autocast, val, log, run_dir,
     """Quantise + code the final weights, reload them from disk into a fresh model, re-evaluate.
     Exit status 1 when the artifact is over 16,000,000 bytes or train + GPTQ time is over the cap."""
     artifact_path = os.path.join(run_dir, f"final_model.{hp.quant_scheme}.{hp.codec}.lgz")
+    state = float_cpu_state(trainer.model)  # once, for every export round
+    if hp.save_float_weights and denv.rank == 0:  # not part of the artifact: for quantisation studies
+        config = artifact_model_config(GPTConfig.from_hparams(hp))
+        save_checkpoint(os.path.join(run_dir, "final_weights.lgck"), state, {"model_config": config})
 
     def write(entries) -> int:
-        write_artifact(artifact_path, entries, trainer.model, hp, denv, tok_sha, log)
+        write_artifact(artifact_path, entries, state, hp, denv, tok_sha, log)
         return os.path.getsize(artifact_path)
 
     if uses_budget(hp):  # the artifact is written by the allocation's last export
-        gptq_ms = export_under_budget(trainer.model, hp, device, log, len(code_bytes), write)
+        gptq_ms = export_under_budget(trainer.model, state, hp, device, log, len(code_bytes), write)
         time_valid = log_time_budget(log, hp, train_time_ms, gptq_ms)
     else:
-        entries, gptq_ms = calibrate_and_quantize(trainer.model, hp, device, log)
+        entries, gptq_ms = calibrate_and_quantize(trainer.model, state, hp, device, log)
         time_valid = log_time_budget(log, hp, train_time_ms, gptq_ms)
         write(entries)
     t_decode = time.perf_counter()  # the eval clock starts at the artifact's decode
