@@ -7,7 +7,9 @@ for CPU at run time into its run folder, and any of our rows, in the same regime
     python benchmarks/parity.py report --tag gap [onechange ...] [--regime together] [--ref official]
 
 Regimes: `together` runs two jobs at once, each pinned to its own core (`taskset -c 0|1`) with one
-thread (the cores alternate between pairs); `alone` runs one job at a time with 2 threads. Every
+thread (the cores alternate between pairs); `alone` runs one job at a time with 2 threads; `pinned
+--core N` runs one job at a time on core N with one thread and no lock, for a queue beside other
+work on the other core (compare its rows only with each other: the neighbour's load varies). Every
 group of jobs (a pair, or one alone run, with the untimed re-scoring after it) holds
 /tmp/lila_timed.lock, and the machine load (/proc/loadavg) is written down at its start and end.
 A row is a name of ROWS or `LABEL=BASE+KEY=VAL+KEY=VAL` (env overrides on top of row BASE).
@@ -83,6 +85,10 @@ ABLATION: dict[str, dict[str, str]] = {
     "one_micro": dict(GRAD_ACCUM_TOTAL="1"),
     "batch_4k": dict(TRAIN_BATCH_TOKENS="4096"),
     "seq_256": dict(TRAIN_SEQ_LEN="256"),
+    # the lr schedule: the official rule (WARMDOWN_ITERS=1200 by the clock) keeps the lr at
+    # remaining / (1200 * step time), under 0.1 of its peak for a 300 s run at ~2.6 s a step;
+    # this row decays linearly from the peak over the whole run instead
+    "warmdown_clock": dict(WARMDOWN_FRAC="1.0"),
 }
 ROWS.update({name: ("ours", {**ROWS["parity"][1], **env}) for name, env in ABLATION.items()})
 ROW_GROUPS = {"@ablation": list(ABLATION)}
@@ -152,7 +158,7 @@ def launch_group(jobs: list[dict], regime: str, seconds: float, bundle: str, nic
     for job in jobs:
         cmd, env, log = prepare(job, seconds, bundle)
         threads = "2" if regime == "alone" else "1"
-        if regime == "together":
+        if regime in ("together", "pinned"):
             cmd = ["taskset", "-c", str(job["core"])] + cmd
         elif regime == "steps":
             cmd = ["nice", "-n", str(nice)] + cmd
@@ -177,8 +183,9 @@ def rescore(job: dict, truncated: int) -> dict:
     return {"val_loss": float(m[1]), "val_bpb": float(m[2])}
 
 
-def collect(job: dict) -> None:
-    """Figures of a finished job from its log (+ our rows re-scored on the truncated set)."""
+def collect(job: dict, rescored: bool = True) -> None:
+    """Figures of a finished job from its log (+ our rows re-scored on the truncated set, unless
+    not `rescored`: rows compared only with each other, on all targets)."""
     run = parse_run_log(Path(job["log"]))
     if run.val_bpb is None:
         raise RuntimeError(f"{job['log']}: no final score (status {job['status']})")
@@ -191,7 +198,7 @@ def collect(job: dict) -> None:
     if job["script"] == "official":  # its score is already the truncated one
         job.update(val_bpb_trunc=float(run.val_bpb), val_loss_trunc=float(run.val_loss), val_bpb_all=None)
     else:
-        res = rescore(job, truncated)
+        res = rescore(job, truncated) if rescored else {"val_bpb": None, "val_loss": None}
         job.update(val_bpb_trunc=res["val_bpb"], val_loss_trunc=res["val_loss"], val_bpb_all=float(run.val_bpb),
                    float_val_bpb_all=float(run.float_val_bpb))
     job["targets_trunc"] = truncated
@@ -206,19 +213,24 @@ def seq_len_of(script: str, env: dict) -> int:
     return Hyperparameters.from_env({"PRESET": env.get("PRESET", "smoke")}).train_seq_len
 
 
-def plan(rows: list[str], seeds: list[int], regime: str, out: Path, tag: str, parallel: int = 2) -> list[list[dict]]:
-    """Jobs seed by seed (rows interleaved), grouped in pairs (together) or singly (alone)."""
+def plan(rows: list[str], seeds: list[int], regime: str, out: Path, tag: str, parallel: int = 2,
+         by_row: bool = False, core: int = 0, overrides: dict[str, str] | None = None) -> list[list[dict]]:
+    """Jobs seed by seed (rows interleaved), or row by row with every seed (`by_row`: a queue cut
+    short still has whole rows), grouped in pairs (together) or singly (alone, pinned);
+    `overrides` apply to every one of our rows."""
     jobs, rows = [], [r for spec in rows for r in ROW_GROUPS.get(spec, [spec])]
-    for seed in seeds:
-        for spec in rows:
-            label, script, env = parse_row(spec)
-            jobs.append(dict(row=label, spec=spec, script=script, env=env, seed=seed, regime=regime, tag=tag,
-                             seq_len=seq_len_of(script, env)))
-    size = {"alone": 1, "together": 2}.get(regime, parallel)
+    order = [(spec, seed) for spec in rows for seed in seeds] if by_row else [(spec, seed) for seed in seeds for spec in rows]
+    for spec, seed in order:
+        label, script, env = parse_row(spec)
+        if script == "ours":
+            env = {**env, **(overrides or {})}
+        jobs.append(dict(row=label, spec=spec, script=script, env=env, seed=seed, regime=regime, tag=tag,
+                         seq_len=seq_len_of(script, env)))
+    size = {"alone": 1, "together": 2, "pinned": 1}.get(regime, parallel)
     groups = [jobs[i:i + size] for i in range(0, len(jobs), size)]
     for g, group in enumerate(groups):
         for j, job in enumerate(group):  # a row may come twice in a seed (more reference runs)
-            job["core"] = (g + j) % 2 if regime == "together" else None
+            job["core"] = (g + j) % 2 if regime == "together" else core if regime == "pinned" else None
             job["run_dir"] = str(out / tag / regime / f"{job['row']}_s{job['seed']}_g{g}{j}")
     return groups
 
@@ -226,7 +238,9 @@ def plan(rows: list[str], seeds: list[int], regime: str, out: Path, tag: str, pa
 def run(args) -> int:
     if (args.regime == "steps") != (args.iterations > 0):
         raise SystemExit("--regime steps goes with --iterations N (and only it)")
-    groups = plan(args.rows, args.seeds, args.regime, Path(args.out), args.tag, args.parallel)
+    overrides = dict(kv.split("=", 1) for kv in args.set)
+    groups = plan(args.rows, args.seeds, args.regime, Path(args.out), args.tag, args.parallel,
+                  args.by_row, args.core, overrides)
     bundle = build_file(None, False, False)
     if args.submitted:  # our rows run the file a record submits (packed, minified), built now
         from lila_golf.tools.demo import submission_file
@@ -242,13 +256,13 @@ def run(args) -> int:
     results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)
     for group in groups:
-        with timed_lock() if args.regime != "steps" else contextlib.nullcontext():
+        with timed_lock() if args.regime in ("together", "alone") else contextlib.nullcontext():
             start, t0 = loadavg(), time.time()
             launch_group(group, args.regime, args.seconds, bundle, args.nice)
             end = loadavg()
             for job in group:
                 try:
-                    collect(job)
+                    collect(job, rescored=not args.no_rescore)
                 except (RuntimeError, OSError, TypeError, ValueError) as exc:  # keep the group's other results
                     job["error"] = str(exc)[-2000:]
                     print(f"{job['row']} s{job['seed']}: FAILED {job['error']}", flush=True)
@@ -259,7 +273,9 @@ def run(args) -> int:
             for job in group:
                 f.write(json.dumps({k: v for k, v in job.items() if k != "script_text"}) + "\n")
         for job in (j for j in group if "error" not in j):
-            print(f"{job['regime']} {job['row']} s{job['seed']} core:{job['core']} val_bpb_trunc:{job['val_bpb_trunc']:.4f} "
+            trunc = "n/a" if job["val_bpb_trunc"] is None else f"{job['val_bpb_trunc']:.4f}"
+            print(f"{job['regime']} {job['row']} s{job['seed']} core:{job['core']} val_bpb_trunc:{trunc} "
+                  f"val_bpb_all:{job['val_bpb_all'] or float('nan'):.4f} "
                   f"steps:{job['steps']} tok/s:{job['tokens_per_s']:.0f} load:{job['load_start']} -> {job['load_end']}", flush=True)
     return 0
 
@@ -273,7 +289,9 @@ def welch_p(a: list[float], b: list[float]) -> float | None:
 
 def report(args) -> int:
     lines = [json.loads(l) for l in Path(args.results).read_text().splitlines() if l.strip()]
-    jobs = [j for j in lines if j["tag"] in args.tag and "error" not in j and (args.regime is None or j["regime"] == args.regime)]
+    key = "val_bpb_all" if args.score == "all" else "val_bpb_trunc"
+    jobs = [j for j in lines if j["tag"] in args.tag and "error" not in j and j.get(key) is not None
+            and (args.regime is None or j["regime"] == args.regime)]
     for regime in sorted({j["regime"] for j in jobs}):
         rj = [j for j in jobs if j["regime"] == regime]
         print(f"\n#### {regime} (tag {' '.join(args.tag)})\n")
@@ -281,21 +299,23 @@ def report(args) -> int:
         print("|---|---|---|---|---|---|---|---|")
         for j in sorted(rj, key=lambda j: (j["seed"], j["started"])):
             allt = f"{j['val_bpb_all']:.4f}" if j.get("val_bpb_all") else "n/a"
-            print(f"| {j['row']} | {j['seed']} | {j['val_bpb_trunc']:.4f} | {allt} | {j['steps']} | {j['tokens_per_s']:.0f} | "
+            trunc = f"{j['val_bpb_trunc']:.4f}" if j.get("val_bpb_trunc") else "n/a"
+            print(f"| {j['row']} | {j['seed']} | {trunc} | {allt} | {j['steps']} | {j['tokens_per_s']:.0f} | "
                   f"{j['core'] if j['core'] is not None else 'both'} | {j['load_start']} -> {j['load_end']} |")
-        print_summary(rj, args.ref)
+        print_summary(rj, args.ref, key)
     return 0
 
 
-def print_summary(jobs: list[dict], ref: str) -> None:
-    ref_bpb = [j["val_bpb_trunc"] for j in jobs if j["row"] == ref]
+def print_summary(jobs: list[dict], ref: str, key: str = "val_bpb_trunc") -> None:
+    ref_bpb = [j[key] for j in jobs if j["row"] == ref]
     ref_tps = [j["tokens_per_s"] for j in jobs if j["row"] == ref]
-    print(f"\n| row | seeds | mean val_bpb (official's targets) | std | mean, all targets | vs {ref} | ratio | "
+    scored = "official's targets" if key == "val_bpb_trunc" else "all targets"
+    print(f"\n| row | seeds | mean val_bpb ({scored}) | std | mean, all targets | vs {ref} | ratio | "
           f"Welch p | steps | tokens/s | tokens/s ratio |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for row in dict.fromkeys(j["row"] for j in jobs):
         rs = [j for j in jobs if j["row"] == row]
-        bpb = [j["val_bpb_trunc"] for j in rs]
+        bpb = [j[key] for j in rs]
         std = f"{statistics.stdev(bpb):.4f}" if len(bpb) > 1 else "n/a"
         alls = [j["val_bpb_all"] for j in rs if j.get("val_bpb_all")]
         mean_all = f"{statistics.mean(alls):.4f}" if alls else "n/a"
@@ -315,7 +335,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
-    r.add_argument("--regime", choices=("together", "alone", "steps"), required=True)
+    r.add_argument("--regime", choices=("together", "alone", "steps", "pinned"), required=True)
+    r.add_argument("--core", type=int, default=0, help="regime pinned: the core of the queue")
+    r.add_argument("--by-row", action="store_true", help="every seed of a row before the next row")
+    r.add_argument("--set", nargs="*", default=[], metavar="KEY=VAL", help="env overrides for every one of our rows")
+    r.add_argument("--no-rescore", action="store_true",
+                   help="our rows keep only their own all-target score (rows compared with each other only)")
     r.add_argument("--iterations", type=int, default=0, help="regime steps: train exactly N steps (untimed, no lock)")
     r.add_argument("--nice", type=int, default=0, help="regime steps: CPU priority of the runs")
     r.add_argument("--parallel", type=int, default=2, help="regime steps: runs at once")
@@ -335,6 +360,8 @@ def main(argv=None) -> int:
     q.add_argument("--tag", nargs="+", required=True, help="one or more tags, pooled")
     q.add_argument("--regime", help="together, alone or stepsN")
     q.add_argument("--ref", default="official")
+    q.add_argument("--score", choices=("trunc", "all"), default="trunc",
+                   help="compare on the official script's truncated targets, or on all targets (our rows only)")
     for sp in (r, q):
         sp.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "parity.jsonl"))
     args = p.parse_args(argv)
