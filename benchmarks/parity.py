@@ -239,7 +239,7 @@ def run(args) -> int:
     if (args.regime == "steps") != (args.iterations > 0):
         raise SystemExit("--regime steps goes with --iterations N (and only it)")
     overrides = dict(kv.split("=", 1) for kv in args.set)
-    groups = plan(args.rows, args.seeds, args.regime, Path(args.out), args.tag, args.parallel,
+    groups = plan(args.rows, args.seeds, args.regime, Path(args.out).resolve(), args.tag, args.parallel,  # jobs run in their folder
                   args.by_row, args.core, overrides)
     bundle = build_file(None, False, False)
     if args.submitted:  # our rows run the file a record submits (packed, minified), built now

@@ -75,13 +75,13 @@ RD_MODELS: dict[str, dict[str, str]] = {
 # record sweep: (matrix bits, k_scale, embed bits); the record's own setting is (6, 1.0, 7)
 RECORD_GRID = [(5, f, 7) for f in (0.5, 0.7, 1.0)] + [(6, f, 7) for f in (0.35, 0.5, 0.7, 1.0, 1.4, 2.0)] \
     + [(6, f, 8) for f in (0.5, 1.0)] + [(7, f, 7) for f in (0.5, 1.0, 1.4, 2.0)] + [(8, f, 8) for f in (1.0, 2.0)]
-RECORD_GRID_LARGE = [(5, 0.7, 7), (6, 0.5, 7), (6, 0.7, 7), (6, 1.0, 7), (6, 1.4, 7), (7, 1.0, 7), (7, 2.0, 7), (8, 2.0, 8)]
+RECORD_GRID_LARGE = [(4, 0.5, 7), (4, 0.7, 7), (5, 0.5, 7), (5, 0.7, 7), (5, 1.0, 7), (6, 0.5, 7), (6, 0.7, 7), (6, 1.0, 7), (6, 1.4, 7), (7, 1.0, 7), (7, 2.0, 7), (8, 2.0, 8)]
 # the embedding's k on its own (the record's k per role, swept per role): the reference at its best
 RECORD_EMB_GRID = [(6, f, 8, e) for f in (1.0, 1.4, 2.0) for e in (0.25, 0.35, 0.5)]
 RECORD_EMB_GRID_LARGE = [(6, f, 8, e) for f in (1.0, 1.4) for e in (0.35, 0.5)]
 RECORD_B_GRID = [(6, f, 7) for f in (0.5, 1.0, 2.0)] + [(6, f, 8, e) for f in (1.0, 2.0) for e in (0.25, 0.5)]
 FS_BITS = (1.8, 2.2, 2.6, 3.0, 3.7, 4.5, 5.5)  # target whole-model bits/param of the fs sweep (estimated)
-FS_BITS_LARGE = (1.8, 2.2, 2.6, 3.0, 3.7, 4.5)
+FS_BITS_LARGE = (1.0, 1.2, 1.4, 1.8, 2.2, 2.6, 3.0)  # at 1.8 bits the gap is already under every record point's
 LEGACY_BITS = (4, 5, 6)
 TOK = None
 
@@ -159,6 +159,18 @@ class Bench:
                 for n in self._probed if float(self.row_weights[n].sum()) > 0), flush=True)
         return self._probed
 
+    def done(self, method: str, params: dict) -> bool:
+        """A point of these weights with these settings is already in the results (a rerun adds
+        only the missing points)."""
+        if not self.out.exists():
+            return False
+        for line in self.out.read_text().splitlines():
+            r = json.loads(line) if line.strip() else {}
+            if (r.get("method") == method and r.get("weights_sha256") == self.weights_sha
+                    and all(r.get("params", {}).get(k) == v for k, v in params.items())):
+                return True
+        return False
+
     def score(self, state: dict) -> dict:
         from lila_golf.core.evaluate import eval_val_plain
         from lila_golf.core.model import GPT, GPTConfig
@@ -203,10 +215,12 @@ def run_record(b: Bench, grid, bytes_rule: bool) -> None:
     from lila_golf.core.bitalloc import plan_by_bytes
     small = (lambda n, w: plan_by_bytes(n, w, "x")) if bytes_rule else None
     for bits, k_scale, embed_bits, *embed_k in grid:
+        params = {"bits": bits, "k_scale": k_scale, "embed_bits": embed_bits, **({"embed_k_scale": embed_k[0]} if embed_k else {})}
+        if b.done("record_b" if bytes_rule else "record", params):
+            continue
         t0 = time.perf_counter()
         entries = record_entries(b.state, b.hessians, k_scale=k_scale, bits=bits, embed_bits=embed_bits, small_rule=small,
                                  embed_k_scale=embed_k[0] if embed_k else None)
-        params = {"bits": bits, "k_scale": k_scale, "embed_bits": embed_bits, **({"embed_k_scale": embed_k[0]} if embed_k else {})}
         b.point("record_b" if bytes_rule else "record", params, entries, "brotli", "role", time.perf_counter() - t0)
 
 
@@ -237,18 +251,22 @@ def fs_entries(b: Bench, mu: float, lqer: int = 0, row_weights: dict | None = No
 
 
 def run_fs(b: Bench, bits_list, lqer: int, probe: bool = False) -> None:
+    method = "fs_probe" if probe else "fs_lqer" if lqer else "fs"
     for target in bits_list:
+        if b.done(method, {"target_bits": target}):
+            continue
         t0 = time.perf_counter()
         rw = b.probed_row_weights(3.0) if probe else None
         mu = fs_mu_for_bits(b, target, rw)
         entries = fs_entries(b, mu, lqer, rw)
-        method = "fs_probe" if probe else "fs_lqer" if lqer else "fs"
         b.point(method, {"target_bits": target, "mu": mu}, entries, "best", "role", time.perf_counter() - t0)
 
 
 def run_legacy(b: Bench) -> None:
     from lila_golf.core.artifact import quantize_state
     for bits in LEGACY_BITS:
+        if b.done("legacy", {"scheme": f"int{bits}_gptq"}):
+            continue
         t0 = time.perf_counter()
         entries = quantize_state(b.state, f"int{bits}_gptq", b.hessians)
         b.point("legacy", {"scheme": f"int{bits}_gptq"}, entries, "rans", "bits", time.perf_counter() - t0)
@@ -262,6 +280,8 @@ def run_e8(b: Bench, bits_list) -> None:
     from lila_golf.core.quant import dequantize_tensor, parse_spec, quant_k_scale
     from lila_golf.research.latticevq import e8_gptq_dequantize, e8_gptq_quantize
     for target in bits_list:
+        if b.done("e8", {"target_bits": target}):
+            continue
         t0 = time.perf_counter()
         plan = fisher_plan(b.state, b.hessians, b.row_weights, fs_mu_for_bits(b, target))
         lattice = [n for n, s in plan.items() if s.startswith("int") and b.state[n].ndim == 2 and b.state[n].shape[1] % 8 == 0]
@@ -375,11 +395,18 @@ def report(rows: list[dict], models) -> None:
         for r in sorted(mine, key=lambda r: (r["method"], r["bytes"])):
             print(f"{r['method']:10s}{json.dumps(r['params'])[:47]:>48s}{r['bits_per_param']:11.3f}{r['gap']:+10.5f}{r['bytes']:11d}")
         fronts = {m: pareto([r for r in mine if r["method"] == m]) for m in sorted({r["method"] for r in mine})}
-        print("ratio of bytes to the record's at the record's Pareto points (equal gap, interpolated):")
+        print("ratio of bytes to the record's at the record's Pareto points (equal gap, interpolated; '<=': "
+              "the method's front does not reach that gap from below, so its fewest bytes at a gap no worse):")
         for nbytes, gap in fronts.get("record", []):
-            ratios = {m: bytes_at_gap(f, gap) for m, f in fronts.items() if m != "record"}
-            print(f"  gap {gap:+.5f} record {nbytes:9d} B  " + "  ".join(
-                f"{m} {v / nbytes:.3f}" for m, v in ratios.items() if v is not None))
+            cells = []
+            for m, f in fronts.items():
+                v = bytes_at_gap(f, gap) if m != "record" else None
+                no_worse = [b for b, g in f if g <= gap]
+                if v is not None:
+                    cells.append(f"{m} {v / nbytes:.3f}")
+                elif m != "record" and no_worse:
+                    cells.append(f"{m} <={min(no_worse) / nbytes:.3f}")
+            print(f"  gap {gap:+.5f} record {nbytes:9d} B  " + "  ".join(cells))
 
 
 def plot(rows: list[dict], models, path: Path) -> None:
@@ -388,12 +415,15 @@ def plot(rows: list[dict], models, path: Path) -> None:
     import matplotlib.pyplot as plt
     models = [m for m in models if any(r["model"] == m for r in rows)]
     fig, axes = plt.subplots(1, len(models), figsize=(6.5 * len(models), 4.8), squeeze=False)
+    methods = sorted({r["method"] for r in rows if r["model"] in models and r["method"] != "coding"})
+    colour = {m: f"C{i}" for i, m in enumerate(methods)}  # one colour a method in every panel
     for ax, model in zip(axes[0], models):
         mine = [r for r in rows if r["model"] == model and r["method"] != "coding"]
         for method in sorted({r["method"] for r in mine}):
             pts = sorted((r["bits_per_param"], r["gap"]) for r in mine if r["method"] == method)
             front = [p for p in pts if not any(q[0] <= p[0] and q[1] < p[1] for q in pts)]  # the Pareto front
-            line, = ax.plot([p[0] for p in front], [max(p[1], 1e-5) for p in front], "o-", label=method, ms=4)
+            line, = ax.plot([p[0] for p in front], [max(p[1], 1e-5) for p in front], "o-", label=method, ms=4,
+                            color=colour[method])
             rest = [p for p in pts if p not in front]  # dominated settings: dots only
             ax.plot([p[0] for p in rest], [max(p[1], 1e-5) for p in rest], ".", color=line.get_color(), alpha=0.5)
         ax.set_yscale("log")
