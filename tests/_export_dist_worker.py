@@ -62,6 +62,7 @@ def main() -> int:
     entries, gptq_ms = calibrate_and_quantize(model, state, hp, torch.device("cpu"), log)
     write_artifact(os.path.join(rank_dir, "final.lgz"), entries, state, hp, denv, "0" * 64, log)
     if denv.distributed:
+        dist.barrier()  # no rank leaves gloo while its peer still talks (teardown abort)
         dist.destroy_process_group()
     return 0
 

@@ -58,6 +58,8 @@ def main() -> None:
         dist.init_process_group("gloo", rank=int(os.environ["RANK"]), world_size=world)
     try:
         arrays, calls = run_muon_steps()
+        if world > 1:  # no rank leaves gloo while its peer still talks (a teardown abort seen in CI)
+            dist.barrier()
     finally:
         if world > 1:
             dist.destroy_process_group()

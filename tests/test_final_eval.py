@@ -134,6 +134,7 @@ def dist_worker(out_path: str) -> None:
     res = run_final(eval_hp())
     if dist.get_rank() == 0:
         Path(out_path).write_text(json.dumps(res))
+    dist.barrier()  # no rank leaves gloo while its peer still talks (teardown abort)
     dist.destroy_process_group()
 
 

@@ -154,6 +154,7 @@ def dist_worker(out_path: str) -> None:
     dist.init_process_group("gloo")
     logp, dists, adapters = dist_run()
     np.savez(out_path, logp=logp, dists=dists, **{f"a{i}": a for i, a in enumerate(adapters)})
+    dist.barrier()  # no rank leaves gloo while its peer still talks (teardown abort)
     dist.destroy_process_group()
 
 
