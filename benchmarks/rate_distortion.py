@@ -162,14 +162,12 @@ class Bench:
     def done(self, method: str, params: dict) -> bool:
         """A point of these weights with these settings is already in the results (a rerun adds
         only the missing points)."""
-        if not self.out.exists():
-            return False
-        for line in self.out.read_text().splitlines():
-            r = json.loads(line) if line.strip() else {}
-            if (r.get("method") == method and r.get("weights_sha256") == self.weights_sha
-                    and all(r.get("params", {}).get(k) == v for k, v in params.items())):
-                return True
-        return False
+        if getattr(self, "_earlier", None) is None:  # read once: only rows from before this run count
+            lines = self.out.read_text().splitlines() if self.out.exists() else []
+            self._earlier = [r for r in map(json.loads, filter(str.strip, lines))
+                             if r.get("weights_sha256") == self.weights_sha]
+        return any(r.get("method") == method and all(r.get("params", {}).get(k) == v for k, v in params.items())
+                   for r in self._earlier)
 
     def score(self, state: dict) -> dict:
         from lila_golf.core.evaluate import eval_val_plain
