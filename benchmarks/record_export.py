@@ -32,9 +32,10 @@ SHARED = REPO.parent / "shared" / "data"
 KEYS = {  # log key -> JSON field
     "model_params": r"model_params:(\d+)", "bytes_code": r"bytes_code:(\d+) bytes_model", "bytes_model": r"bytes_model:(\d+)",
     "bytes_total": r"bytes_total:(\d+)", "train_steps": r"train_steps:(\d+)", "train_time_ms": r"train_steps:\d+ train_time_ms:(\d+)",
-    "gptq_reserve_ms": r"gptq_reserve_ms:(\d+)", "gptq_time_ms": r"gptq_time_ms:(\d+) hessians",
+    "gptq_reserve_ms": r"gptq_reserve_ms:(\d+)", "gptq_time_ms": r"time_budget .*?gptq_time_ms:(\d+)",
     "export_time_ms": r"export_time_ms:(\d+)", "roundtrip_eval_ms": r"_roundtrip val_loss:\S+ val_bpb:\S+ tokens:\d+ bytes:\d+ eval_time:(\d+)ms",
     "roundtrip_val_bpb": r"_roundtrip val_loss:\S+ val_bpb:(\S+)", "float_val_bpb": r"final_float val_loss:\S+ val_bpb:(\S+)",
+    "submitted_val_bpb": r"final_submitted val_loss:\S+ val_bpb:(\S+)", "quant_widths": r"quant_budget .*? widths:(\S+)",
     "device_name": r"device_name:(\S+)", "torch": r"torch:(\S+)",
 }
 
@@ -44,7 +45,7 @@ def parse(log: str) -> dict:
     for key, pattern in KEYS.items():
         m = re.search(pattern, log)
         if m:
-            out[key] = m.group(1) if key in ("device_name", "torch") else float(m.group(1))
+            out[key] = m.group(1) if key in ("device_name", "torch", "quant_widths") else float(m.group(1))
     if out.get("train_steps"):
         out["step_avg_ms"] = out["train_time_ms"] / out["train_steps"]
     return out
@@ -60,6 +61,8 @@ def main() -> int:
     p.add_argument("--tokenizer", default=str(SHARED / "tokenizers" / "fineweb_1024_bpe.model"))
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "record_export.json"))
     p.add_argument("--log-out", default=None, help="also copy the run's train.log here")
+    p.add_argument("--timeout", type=float, default=0, help="kill the run after this many seconds and keep what its log "
+                   "holds (exit code 124); 0 = none")
     args = p.parse_args()
     env = {**os.environ, "PRESET": args.preset, "DATA_PATH": args.data, "TOKENIZER_PATH": args.tokenizer,
            "MAX_WALLCLOCK_SECONDS": str(args.seconds), "VAL_LOSS_EVERY": "0", "TRAIN_LOG_EVERY": "10", "RUN_ID": "record_export"}
@@ -72,7 +75,12 @@ def main() -> int:
         script.write_text(build_file(args.preset, packed=True, minified=True))
         env["OUT_DIR"] = str(Path(tmp) / "runs")
         t0 = time.time()
-        proc = subprocess.run([sys.executable, str(script)], env=env, cwd=tmp, capture_output=True, text=True)
+        try:
+            proc = subprocess.run([sys.executable, str(script)], env=env, cwd=tmp, capture_output=True, text=True,
+                                  timeout=args.timeout or None)
+        except subprocess.TimeoutExpired as e:  # a partial log still says how far it got, phase by phase
+            stderr = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+            proc = subprocess.CompletedProcess(e.cmd, 124, "", stderr + f"\nkilled after --timeout {args.timeout:g} s")
         log_path = Path(tmp) / "runs" / "record_export" / "train.log"
         log = log_path.read_text() if log_path.exists() else ""
     if args.log_out:

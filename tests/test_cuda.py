@@ -52,18 +52,10 @@ def test_gptq_export_on_the_gpu_under_nccl(nccl_group, tmp_path, mini_data, sp10
 
 @needs_cuda
 def test_compile_and_bf16_on_the_gpu():
-    from test_compile import batches, record_architecture_small, train_losses
-    from lila_golf.core.model import GPT
-    torch.manual_seed(0)
-    eager = GPT(record_architecture_small()).cuda()
-    twin = GPT(record_architecture_small()).cuda()
-    twin.load_state_dict(eager.state_dict())
-    data = [b.cuda() for b in batches(4)]
-    compiled = torch.compile(twin, dynamic=False, fullgraph=True)
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        try:
-            got = train_losses(compiled, twin, data, steps_before_freeze=2)
-        finally:
-            torch._dynamo.config.error_on_recompile = False
-        want = train_losses(eager, eager, data)
+    # autocast around each forward only (train.py's way); the earlier version of this test wrapped the
+    # whole loop, so eager bf16 reused stale cached weight casts (seen on an H200: 9.017 vs 9.161)
+    from test_compile import compiled_and_eager_losses
+    got, want = compiled_and_eager_losses("cuda", lambda: torch.autocast("cuda", dtype=torch.bfloat16))
+    _, fp32 = compiled_and_eager_losses("cuda")
     assert max(abs(a - b) for a, b in zip(got, want)) < 0.05, (got, want)
+    assert max(abs(a - b) for a, b in zip(want, fp32)) < 0.05, (want, fp32)

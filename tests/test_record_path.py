@@ -6,7 +6,7 @@ import pytest
 
 from lila_golf.core.config import PRESETS, Hyperparameters
 from lila_golf.core.data import DistributedTokenLoader, shard_file
-from lila_golf.core.train import check_resume_config, micro_batches, resume_fingerprint, would_overrun
+from lila_golf.core.train import check_resume_config, micro_batches, resume_fingerprint, training_budget_ms, would_overrun
 from test_train import run_script
 
 
@@ -90,6 +90,16 @@ def test_budget_driven_export_lands_under_the_budget_inside_the_clock(tmp_path, 
     assert f"bytes_model:{m.group(1)} " in log and "artifact_valid:true" in log and "time_valid:true" in log
     for preset in ("record", "record_sp1024"):
         assert Hyperparameters.from_env({"PRESET": preset}).quant_budget_bytes == -1
+
+
+def test_a_reserve_that_takes_the_whole_cap_is_refused(tmp_path, mini_data, sp1024_model):
+    # seen on an H200: an estimated reserve of 68.9 s under a 40 s cap gave a negative budget, which
+    # read as "no cap", and training ran on past the clock
+    env = {**GPTQ_ENV, "MAX_WALLCLOCK_SECONDS": "2", "GPTQ_RESERVE_SECONDS": "3"}
+    proc, log = run_script(tmp_path, mini_data, sp1024_model, env, run_id="reserve")
+    assert proc.returncode != 0 and "step:1/" not in log
+    assert "GPTQ reserve of 3.0 s leaves no training time under MAX_WALLCLOCK_SECONDS=2" in proc.stderr
+    assert training_budget_ms(2, 1500) == 500 and training_budget_ms(0, 1500) == 0
 
 
 def test_over_the_cap_still_writes_the_artifact_and_exits_1(tmp_path, mini_data, sp1024_model):

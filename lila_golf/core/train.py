@@ -467,6 +467,19 @@ def gptq_reserve_ms(model, hp, device, log) -> float:
     return est["reserve_ms"]
 
 
+def training_budget_ms(max_wallclock_seconds: float, reserve_ms: float) -> float:
+    """Training's share of the cap: the cap less the GPTQ reserve (0 = no cap). A reserve that takes
+    the whole cap is refused: a budget <= 0 reads as no cap, and training would run past the clock."""
+    if max_wallclock_seconds <= 0:
+        return 0.0
+    budget_ms = 1000 * max_wallclock_seconds - reserve_ms
+    if budget_ms <= 0:
+        raise ValueError(f"the GPTQ reserve of {reserve_ms / 1000:.1f} s leaves no training time under "
+                         f"MAX_WALLCLOCK_SECONDS={max_wallclock_seconds:g}: raise the cap, set GPTQ_RESERVE_SECONDS, "
+                         f"or choose a QUANT_SCHEME without GPTQ")
+    return budget_ms
+
+
 def stop_agreed(last_step: bool, denv) -> bool:
     """Every rank must stop on the same step: the max of the ranks' flags."""
     if not denv.distributed:
@@ -494,7 +507,7 @@ def main() -> int:
     trainer = Trainer(hp, denv, device, autocast, model, log)
     ckpt_path = os.path.join(run_dir, "checkpoint.lgck")
     start_step, train_time_ms = resume_or_warm_up(trainer, hp, denv, ckpt_path, log)
-    trainer.budget_ms = 1000 * hp.max_wallclock_seconds - gptq_reserve_ms(model, hp, device, log)
+    trainer.budget_ms = training_budget_ms(hp.max_wallclock_seconds, gptq_reserve_ms(model, hp, device, log))
 
     step, last_step_start_ms, recent_ms = start_step, train_time_ms, []
     while True:
