@@ -50,8 +50,9 @@ PRESETS: dict[str, dict[str, object]] = {
     # the CPU track: the best stack found for 600 s on a 2-core machine (benchmarks/RESULTS.md, issue
     # 14): 4 x d128, MLP 3x LeakyReLU^2, BigramHash, SmearGate, XSA on 2, partial RoPE, LN scale, seq 256,
     # 4,096 tokens a step in one micro-batch (a 600 s run sees 4.5M tokens beside another run, 7.4M
-    # alone: a smaller model and more steps beat 5 x d192 at 8,192 by 0.11 bpb); the warmdown is a share of the clock (WARMDOWN_FRAC 1.5:
-    # the lr starts at 2/3 and falls linearly to 0), so a loaded machine's slower steps keep the shape
+    # alone: a smaller model and more steps beat 5 x d192 at 8,192 by 0.11 bpb); the warmdown is a
+    # share of the clock (WARMDOWN_FRAC 1.5: the lr starts at 2/3 and falls linearly to 0), so a
+    # loaded machine's slower steps keep the shape
     "cpu_track": dict(
         num_layers=4, model_dim=128, num_heads=4, num_kv_heads=2, mlp_mult=3, train_seq_len=256,
         train_batch_tokens=4096, grad_accum_total=1, iterations=100000, warmup_steps=10,
